@@ -1,0 +1,42 @@
+# One command per job; each sets up its own virtual environment first.
+#   make book                  build the HTML book (fails on any notebook error or warning)
+#   make test                  unit/property tests of crowdlib + nbval on every chapter
+#   make chapter NAME=contests rerun one chapter, refresh its .ipynb, write its figures
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+NAME   ?= contests
+
+.PHONY: book test chapter sync venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "Book written to _build/html/index.html"
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests chapters/*.ipynb --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly -q
+
+# Execute the MyST source, refresh the paired .ipynb (outputs included, for nbval)
+# and save every figure the chapter draws under figures/$(NAME)/.
+chapter: $(STAMP)
+	CROWDLIB_FIGURES=figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb --update \
+	    --execute chapters/$(NAME).md
+	@echo "Figures written to figures/$(NAME)/"
+
+# Re-pair after editing a chapter's .md or .ipynb by hand (jupytext keeps the newer side).
+sync: $(STAMP)
+	$(BIN)/jupytext --sync chapters/*.md
+
+clean:
+	rm -rf _build .crowdlib-cache figures

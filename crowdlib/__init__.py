@@ -1,0 +1,11 @@
+"""crowdlib: numerics for the companion book on incentives in crowdsourcing.
+
+One module per topic:
+
+* :mod:`crowdlib.quality` -- quality distributions (Cavallo & Jain, Section 2).
+* :mod:`crowdlib.effort` -- when extreme effort is efficient (Lemma 1, Section 2.2).
+* :mod:`crowdlib.contests` -- optimal participation, CSEC and PSEC mechanisms.
+* :mod:`crowdlib.book` -- figure saving and result caching for the chapters.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Helpers the chapters share: saving figures and caching expensive results.
+
+* :func:`save_figure` writes a figure to ``$CROWDLIB_FIGURES/<name>.png`` when
+  that variable is set (``make chapter NAME=...`` sets it) and does nothing
+  otherwise, so building the book or running the tests writes no files.
+* :func:`cached` computes a dictionary of arrays once per set of parameters
+  and stores it under ``$CROWDLIB_CACHE`` (default ``.crowdlib-cache`` in the
+  working directory); later calls with the same parameters load it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+def save_figure(fig: Any, name: str) -> Path | None:
+    """Save ``fig`` as ``<name>.png`` in ``$CROWDLIB_FIGURES`` if it is set."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a non-empty file stem without '/', got {name!r}")
+    target = os.environ.get("CROWDLIB_FIGURES")
+    if not target:
+        return None
+    path = Path(target)
+    path.mkdir(parents=True, exist_ok=True)
+    out = path / f"{name}.png"
+    fig.savefig(out, dpi=150, bbox_inches="tight")
+    return out
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CROWDLIB_CACHE", ".crowdlib-cache"))
+
+
+def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) -> dict[str, np.ndarray]:
+    """Return ``compute(**params)``, computed once and stored as ``.npz``.
+
+    The key is ``name`` plus a hash of the JSON of ``params`` (which must be
+    JSON-serialisable). Delete the cache directory to force recomputation.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string, got {name!r}")
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"{name}-{key}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    result = {k: np.asarray(v) for k, v in compute(**params).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **result)
+    tmp.replace(path)
+    return result

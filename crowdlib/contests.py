@@ -1,0 +1,538 @@
+"""Efficient crowdsourcing contests (Cavallo & Jain, AAMAS 2012).
+
+Public API (names fixed by the book):
+
+* :func:`optimal_participants_uniform` -- Theorem 1, Eq. (19).
+* :func:`expected_max_quality` -- E[max of m i.i.d. full-effort goods] (Eq. 20).
+* :func:`optimal_participants` -- Eq. (11).
+* :func:`efficient_efforts` -- the efficient extreme-effort policy for any skills
+  (Section 2: participants are a top-skill prefix).
+* :func:`csec` -- the CSEC mechanism, Definition 2 (Eqs. 23-25), with the
+  optional surplus redistribution of Eqs. (34)-(37).
+* :func:`psec` -- the PSEC mechanism, Definition 3 (Eqs. 39-42).
+* :func:`bilateral_trade_reduction` -- the instance built in Theorem 3's proof.
+
+How the ambiguities of the paper are resolved:
+
+* Ties in Eq. (11) / Theorem 1 are broken towards the *larger* number of
+  participants (Eq. 19 does the same at ``v = k(k+1)``); values within a
+  relative 1e-12 of the maximum count as ties, so rounding cannot flip them.
+* The efficient policy for heterogeneous skills (Section 2, after Corollary 1)
+  is computed as the best *top-skill prefix* over all prefix lengths, not by
+  stopping at the first non-improving agent; for i.i.d. agents both agree since
+  the marginal value of an agent is decreasing.
+* Effort 0 means non-participation: no good is submitted (quality 0).
+* Extreme effort is assumed efficient, which Lemma 2 proves for uniform quality;
+  for the truncated normal it holds for ``v`` above about 2.7532
+  (:func:`crowdlib.effort.extreme_effort_threshold`). Below that the policies
+  returned here are the best *extreme-effort* policies.
+* In PSEC (Eq. 42) the expectation over ``s~`` is over the whole skill vector,
+  drawn i.i.d. from ``skill_prior``, and also over qualities; it is evaluated at
+  the principal's reported value. This is the reading that reproduces the
+  paper's worked example (≈ 2.6, exactly 125/48).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _validation as check
+from .quality import QualityModel, get_quality
+
+__all__ = [
+    "optimal_participants_uniform",
+    "expected_max_quality",
+    "optimal_participants",
+    "welfare",
+    "efficient_efforts",
+    "surplus_guarantee",
+    "csec",
+    "csec_payments",
+    "CSECResult",
+    "psec",
+    "PSECResult",
+    "PSECModel",
+    "bilateral_trade_reduction",
+]
+
+_TIE_RTOL = 1e-12
+
+
+def _largest_argmax(values: NDArray[np.float64]) -> int:
+    """Index of the largest maximiser, counting near-equal values as ties."""
+    best = float(np.max(values))
+    tol = _TIE_RTOL * max(1.0, abs(best))
+    return int(np.flatnonzero(values >= best - tol)[-1])
+
+
+def optimal_participants_uniform(v: float) -> int:
+    """Theorem 1 (Eq. 19): efficient number of full-effort agents, uniform quality.
+
+    ``m* = floor(sqrt v) - 1`` if ``floor(sqrt v)^2 + floor(sqrt v) > v``, else
+    ``floor(sqrt v)``. Constant skill 1, no limit on the number of agents.
+
+    Parameters
+    ----------
+    v : float
+        The principal's value, ``v >= 0``.
+    """
+    v = check.real("v", v, low=0.0)
+    k = int(np.floor(np.sqrt(v)))
+    # guard against floating error in sqrt for perfect squares
+    while (k + 1) * (k + 1) <= v:
+        k += 1
+    while k * k > v:
+        k -= 1
+    return k - 1 if k * k + k > v else k
+
+
+def expected_max_quality(v: float, m: int, quality: str | QualityModel = "uniform") -> float:
+    """E[max of m i.i.d. goods], each by a full-effort, skill-1 agent.
+
+    For ``"uniform"`` this is ``m v / (m + 1)`` (Eq. 20); for ``"truncnorm"``
+    the integral ``int_0^v (1 - F(x)^m) dx`` of the [0, v] truncated normal with
+    ``mu = v`` and ``sigma = v / 8`` (Section 2.2).
+    """
+    v = check.real("v", v, low=0.0)
+    m = check.integer("m", m, low=0)
+    return get_quality(quality).expected_max_iid(v, m)
+
+
+def optimal_participants(v: float, quality: str | QualityModel = "uniform",
+                         n: int | None = None) -> int:
+    """Eq. (11): the number ``m`` in ``{0..n}`` maximising ``E[max of m] - m``.
+
+    Returns the largest maximiser. ``n=None`` means an unlimited pool. The
+    marginal value of an i.i.d. agent, ``int F^m (1 - F)``, decreases in ``m``,
+    so the scan stops at the first agent worth less than its unit cost.
+    """
+    v = check.real("v", v, low=0.0)
+    if n is not None:
+        n = check.integer("n", n, low=0)
+    model = get_quality(quality)
+    values = [0.0]
+    m = 0
+    while n is None or m < n:
+        m += 1
+        values.append(model.expected_max_iid(v, m) - m)
+        if values[-1] < values[-2] - _TIE_RTOL * max(1.0, abs(values[-2])):
+            break
+    return _largest_argmax(np.array(values))
+
+
+def welfare(v: float, efforts: ArrayLike, skills: ArrayLike,
+            quality: str | QualityModel = "uniform") -> float:
+    """Eq. (3): E[max_i Q_i] - sum_i effort_i for a given effort profile."""
+    efforts_arr = np.asarray(efforts, dtype=float)
+    model = get_quality(quality)
+    return model.expected_max(v, efforts_arr, np.asarray(skills, dtype=float)) - float(efforts_arr.sum())
+
+
+def efficient_efforts(v: float, skills: ArrayLike,
+                      quality: str | QualityModel = "uniform") -> NDArray[np.float64]:
+    """The efficient extreme-effort policy delta*(v, s) (Section 2).
+
+    Agents are ranked by skill (ties by index); the participants are the best
+    top-``k`` prefix, ``k`` the largest maximiser of ``E[max] - k`` (Eq. 11
+    when skills are equal, where the first m* agents participate).
+    """
+    v = check.real("v", v, low=0.0)
+    s = check.real_vector("skills", skills, low=0.0, high=1.0)
+    model = get_quality(quality)
+    return _efficient_efforts(v, s, model)
+
+
+def _efficient_efforts(v: float, s: NDArray[np.float64], model: QualityModel) -> NDArray[np.float64]:
+    n = s.size
+    order = np.argsort(-s, kind="stable")
+    if n and np.all(s == s[0]) and s[0] == 1.0:
+        k = optimal_participants(v, model, n)
+    else:
+        values = np.array([
+            model.expected_max(v, np.ones(j), s[order[:j]]) - j for j in range(n + 1)
+        ])
+        k = _largest_argmax(values)
+    efforts = np.zeros(n)
+    efforts[order[:k]] = 1.0
+    return efforts
+
+
+def surplus_guarantee(v_low: float, n: int, quality: str | QualityModel = "uniform",
+                      skills: ArrayLike | None = None) -> float:
+    """Eq. (34) / (39): G = efficient welfare at the lowest possible value ``v_low``."""
+    v_low = check.real("v_low", v_low, low=0.0)
+    n = check.integer("n", n, low=0)
+    model = get_quality(quality)
+    s = np.ones(n) if skills is None else check.real_vector("skills", skills, low=0.0, high=1.0,
+                                                              length=n, length_name="n")
+    eff = _efficient_efforts(v_low, s, model)
+    return model.expected_max(v_low, eff, s) - float(eff.sum())
+
+
+# ---------------------------------------------------------------------------
+# CSEC (Definition 2)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CSECResult:
+    """Outcome of the CSEC mechanism for one realisation of qualities.
+
+    Attributes
+    ----------
+    efforts : efficient efforts delta* (first m* agents 1, others 0).
+    principal_charge : Eq. (23), plus G when surplus is redistributed (Eq. 34).
+    agent_payments : Eqs. (24)-(25) per agent (negative = the agent is charged),
+        plus G / n each when surplus is redistributed.
+    expected_marginal : E[Q^(1) - Q^(1)_{-i}] under delta*, per agent.
+    """
+
+    efforts: NDArray[np.float64]
+    principal_charge: float
+    agent_payments: NDArray[np.float64]
+    expected_marginal: NDArray[np.float64]
+    redistribution: float = 0.0
+
+    @property
+    def revenue(self) -> float:
+        """What the mechanism keeps: principal's charge minus payments to agents."""
+        return float(self.principal_charge - self.agent_payments.sum())
+
+
+def _csec_expected_marginal(v: float, efforts: NDArray[np.float64], model: QualityModel) -> NDArray[np.float64]:
+    m = int(efforts.sum())
+    gain = model.expected_max_iid(v, m) - model.expected_max_iid(v, m - 1) if m else 0.0
+    return np.where(efforts > 0, gain, 0.0)
+
+
+def csec_payments(qualities: NDArray[np.float64], efforts: NDArray[np.float64],
+                  expected_marginal: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Vectorised Eqs. (24)-(25) for a batch of quality vectors (shape ``(R, n)``).
+
+    Both equations are ``delta*_i + (Q^(1) - Q^(1)_{-i}) - E[Q^(1) - Q^(1)_{-i}]``:
+    the realised marginal term is ``Q_h - Q^(2)`` for the top agent ``h``
+    (lowest index among ties) and 0 for everyone else.
+    """
+    q = np.atleast_2d(np.asarray(qualities, dtype=float))
+    rows = np.arange(q.shape[0])
+    if q.shape[1] == 0:
+        return np.zeros_like(q)
+    top = np.argmax(q, axis=1)
+    if q.shape[1] > 1:
+        second = -np.partition(-q, 1, axis=1)[:, 1]
+    else:
+        second = np.zeros(q.shape[0])
+    realised = np.zeros_like(q)
+    realised[rows, top] = q[rows, top] - second
+    return efforts[None, :] + realised - expected_marginal[None, :]
+
+
+def csec(v: float, n: int, qualities: Sequence[float] | NDArray[np.float64],
+         quality: str | QualityModel = "uniform", v_low: float | None = None) -> CSECResult:
+    """The CSEC mechanism (Definition 2) for one realisation of qualities.
+
+    Parameters
+    ----------
+    v : float
+        The principal's reported value, ``v >= 0``.
+    n : int
+        Number of agents; the first ``m* = optimal_participants(v, quality, n)``
+        are asked for full effort.
+    qualities : sequence of n floats in [0, v]
+        Realised quality of every agent (0 for an agent who submitted nothing).
+    quality : "uniform", "truncnorm" or a QualityModel
+    v_low : float, optional
+        Lowest value the principal can have. When given, the principal is also
+        charged ``G = W(v_low)`` (Eq. 34) and each agent paid ``G / n``.
+    """
+    v = check.real("v", v, low=0.0)
+    n = check.integer("n", n, low=1)
+    q = check.real_vector("qualities", qualities, low=0.0, high=v, length=n, length_name="n")
+    model = get_quality(quality)
+    g = 0.0
+    if v_low is not None:
+        v_low = check.real("v_low", v_low, low=0.0, high=v)
+        g = surplus_guarantee(v_low, n, model)
+    efforts = np.zeros(n)
+    efforts[: optimal_participants(v, model, n)] = 1.0
+    marginal = _csec_expected_marginal(v, efforts, model)
+    pay = csec_payments(q[None, :], efforts, marginal)[0] + g / n
+    return CSECResult(efforts=efforts, principal_charge=float(efforts.sum()) + g,
+                      agent_payments=pay, expected_marginal=marginal, redistribution=g)
+
+
+# ---------------------------------------------------------------------------
+# PSEC (Definition 3)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class PSECModel:
+    """The ingredients of PSEC that depend only on the environment, with caching.
+
+    ``W(v, s)`` -- efficient welfare; ``G(s) = W(v_low, s)`` (Eq. 39); and the
+    ex ante term of Eq. (42), ``E_s~[W(v, s~) - G(s~)/n]``.
+    """
+
+    n: int
+    skill_prior: Mapping[float, float]
+    v_low: float
+    quality: QualityModel
+    _cache: dict[tuple[float, tuple[float, ...]], float] = field(default_factory=dict, repr=False)
+
+    def welfare(self, v: float, skills: Sequence[float]) -> float:
+        key = (float(v), tuple(sorted(float(x) for x in skills)))
+        if key not in self._cache:
+            s = np.array(key[1])
+            eff = _efficient_efforts(v, s, self.quality)
+            self._cache[key] = self.quality.expected_max(v, eff, s) - float(eff.sum())
+        return self._cache[key]
+
+    def guarantee(self, skills: Sequence[float]) -> float:
+        return self.welfare(self.v_low, skills)
+
+    def profiles(self) -> list[tuple[tuple[float, ...], float]]:
+        """Every skill vector with its prior probability (i.i.d. across agents)."""
+        items = list(self.skill_prior.items())
+        out = []
+        for combo in itertools.product(items, repeat=self.n):
+            prob = float(np.prod([p for _, p in combo]))
+            if prob > 0:
+                out.append((tuple(float(s) for s, _ in combo), prob))
+        return out
+
+    def ex_ante_term(self, v: float) -> float:
+        """E_s~[ W(v, s~) - G(s~) / n ], the expectation in Eq. (42)."""
+        return sum(p * (self.welfare(v, s) - self.guarantee(s) / self.n) for s, p in self.profiles())
+
+
+@dataclass(frozen=True)
+class PSECResult:
+    """Outcome of the PSEC mechanism for one realisation of qualities.
+
+    Attributes
+    ----------
+    efforts : efficient efforts delta*(v, s) for the reported skills.
+    principal_charge : Eq. (40), sum of efforts plus G(s).
+    agent_payments : Eqs. (41)-(42) per agent.
+    guarantee : G(s) of Eq. (39).
+    ex_ante_term : the expectation subtracted in Eq. (42).
+    """
+
+    efforts: NDArray[np.float64]
+    principal_charge: float
+    agent_payments: NDArray[np.float64]
+    guarantee: float
+    ex_ante_term: float
+
+    @property
+    def revenue(self) -> float:
+        """What the mechanism keeps: principal's charge minus payments to agents."""
+        return float(self.principal_charge - self.agent_payments.sum())
+
+
+def psec(v: float, skills: Sequence[float], qualities: Sequence[float],
+         skill_prior: Mapping[float, float], v_low: float,
+         quality: str | QualityModel = "uniform", *, model: PSECModel | None = None) -> PSECResult:
+    """The PSEC mechanism (Definition 3) for one realisation of qualities.
+
+    Parameters
+    ----------
+    v : float
+        The principal's reported value, ``v >= v_low``.
+    skills : sequence of floats in [0, 1]
+        The agents' reported skills.
+    qualities : sequence of floats in [0, v]
+        Realised quality of every agent (0 for a non-participant).
+    skill_prior : mapping skill -> probability
+        The common prior, i.i.d. across agents; probabilities sum to 1.
+    v_low : float
+        The lowest value in the principal's value space (Eq. 39).
+    quality : "uniform", "truncnorm" or a QualityModel
+    model : PSECModel, optional
+        A cache to reuse across calls with the same environment.
+    """
+    v_low = check.real("v_low", v_low, low=0.0)
+    v = check.real("v", v, low=v_low)
+    s = check.real_vector("skills", skills, low=0.0, high=1.0)
+    if s.size == 0:
+        raise ValueError("skills must list at least one agent")
+    q = check.real_vector("qualities", qualities, low=0.0, high=v, length=s.size,
+                          length_name="the number of skills")
+    check.distribution("skill_prior", skill_prior)
+    qm = get_quality(quality)
+    if model is None:
+        model = PSECModel(n=s.size, skill_prior=dict(skill_prior), v_low=v_low, quality=qm)
+    elif model.n != s.size or model.v_low != v_low or model.quality.name != qm.name:
+        raise ValueError("model does not match n, v_low or quality of this call")
+    efforts = _efficient_efforts(v, s, qm)
+    g = model.guarantee(s)
+    term = model.ex_ante_term(v)
+    best = float(q.max())
+    pay = best - (efforts.sum() - efforts) - term
+    return PSECResult(efforts=efforts, principal_charge=float(efforts.sum()) + g,
+                      agent_payments=pay, guarantee=g, ex_ante_term=term)
+
+
+# ---------------------------------------------------------------------------
+# Theorem 3: the reduction from bilateral trade
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BilateralTradeInstance:
+    """The crowdsourcing problem of Theorem 3's proof for one trade setting.
+
+    The principal's value is ``v = theta_b``; one agent has skill
+    ``s = 1 - theta_s``; quality is ``v`` if effort ``>= 1 - s`` and 0 otherwise
+    (Eq. 38). ``efficient_effort`` is ``theta_s`` when trade is efficient, else 0.
+    """
+
+    theta_s: float
+    theta_b: float
+    v: float
+    skill: float
+    efficient_effort: float
+
+    def quality(self, effort: float) -> float:
+        """Eq. (38): deterministic quality for a given effort."""
+        return self.v if effort >= 1.0 - self.skill - 1e-12 else 0.0
+
+    def principal_gain(self, effort: float) -> float:
+        return self.quality(effort)
+
+    def welfare(self, effort: float) -> float:
+        return self.quality(effort) - effort
+
+
+def bilateral_trade_reduction(theta_s: float, theta_b: float) -> BilateralTradeInstance:
+    """Build Theorem 3's crowdsourcing instance from a bilateral-trade setting."""
+    ts = check.real("theta_s", theta_s, low=0.0, high=1.0)
+    tb = check.real("theta_b", theta_b, low=0.0, high=1.0)
+    skill = 1.0 - ts
+    effort = 1.0 - skill if tb >= ts else 0.0
+    return BilateralTradeInstance(theta_s=ts, theta_b=tb, v=tb, skill=skill, efficient_effort=effort)
+
+
+
+# ---------------------------------------------------------------------------
+# Exact expected outcomes (for Theorems 2 and 4) and Monte Carlo
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExpectedOutcome:
+    """Expected utilities of every player, and the mechanism's expected revenue."""
+
+    principal: float
+    agents: NDArray[np.float64]
+    revenue: float
+
+
+def _marginals(v: float, efforts: NDArray[np.float64], skills: NDArray[np.float64],
+               model: QualityModel) -> tuple[float, NDArray[np.float64]]:
+    """E[Q^(1)] and E[Q^(1) - Q^(1)_{-i}] for every agent i."""
+    full = model.expected_max(v, efforts, skills)
+    marg = np.empty(efforts.size)
+    for i in range(efforts.size):
+        if efforts[i] == 0:
+            marg[i] = 0.0
+            continue
+        keep = np.arange(efforts.size) != i
+        marg[i] = full - model.expected_max(v, efforts[keep], skills[keep])
+    return full, marg
+
+
+def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "uniform", *,
+                          reported_v: float | None = None,
+                          efforts: Mapping[int, float] | None = None,
+                          v_low: float | None = None) -> ExpectedOutcome:
+    """Exact expected utilities under CSEC (Theorem 2), allowing deviations.
+
+    Parameters
+    ----------
+    v : true value of the principal.
+    reported_v : the principal's report (default: truthful).
+    efforts : ``{agent: effort}`` for agents who deviate from delta*.
+    v_low : if given, the surplus redistribution of Eqs. (34)-(37) is applied.
+    """
+    v = check.real("v", v, low=0.0)
+    n = check.integer("n", n, low=1)
+    rv = v if reported_v is None else check.real("reported_v", reported_v, low=0.0)
+    model = get_quality(quality)
+    g = 0.0 if v_low is None else surplus_guarantee(check.real("v_low", v_low, low=0.0), n, model)
+    prescribed = np.zeros(n)
+    prescribed[: optimal_participants(rv, model, n)] = 1.0
+    charged_marginal = _csec_expected_marginal(rv, prescribed, model)
+    actual = prescribed.copy()
+    for agent, e in (efforts or {}).items():
+        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    skills = np.ones(n)
+    best, marg = _marginals(v, actual, skills, model)
+    payments = prescribed + marg - charged_marginal + g / n
+    charge = float(prescribed.sum()) + g
+    return ExpectedOutcome(principal=best - charge, agents=payments - actual,
+                           revenue=charge - float(payments.sum()))
+
+
+def psec_expected_outcome(v: float, skills: Sequence[float], skill_prior: Mapping[float, float],
+                          v_low: float, quality: str | QualityModel = "uniform", *,
+                          reported_v: float | None = None,
+                          reported_skills: Mapping[int, float] | None = None,
+                          efforts: Mapping[int, float] | None = None,
+                          model: PSECModel | None = None) -> ExpectedOutcome:
+    """Exact expected utilities under PSEC for one true skill vector (Theorem 4).
+
+    The expectation is over qualities only; average over ``skill_prior`` for
+    the ex ante statements. Deviations: the principal's report, agents' skill
+    reports ``{agent: skill}`` and efforts ``{agent: effort}``.
+    """
+    v_low = check.real("v_low", v_low, low=0.0)
+    v = check.real("v", v, low=v_low)
+    s = check.real_vector("skills", skills, low=0.0, high=1.0)
+    rv = v if reported_v is None else check.real("reported_v", reported_v, low=v_low)
+    check.distribution("skill_prior", skill_prior)
+    qm = get_quality(quality)
+    if model is None:
+        model = PSECModel(n=s.size, skill_prior=dict(skill_prior), v_low=v_low, quality=qm)
+    reports = s.copy()
+    for agent, r in (reported_skills or {}).items():
+        reports[check.integer("agent", agent, low=0)] = check.real("reported skill", r, low=0.0, high=1.0)
+    prescribed = _efficient_efforts(rv, reports, qm)
+    actual = prescribed.copy()
+    for agent, e in (efforts or {}).items():
+        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    best = qm.expected_max(v, actual, s)
+    term = model.ex_ante_term(rv)
+    payments = best - (prescribed.sum() - prescribed) - term
+    charge = float(prescribed.sum()) + model.guarantee(reports)
+    return ExpectedOutcome(principal=best - charge, agents=payments - actual,
+                           revenue=charge - float(payments.sum()))
+
+
+def simulate_csec(v: float, n: int, quality: str | QualityModel = "uniform", runs: int = 10_000,
+                  rng: np.random.Generator | int | None = None,
+                  efforts: Mapping[int, float] | None = None) -> dict[str, NDArray[np.float64]]:
+    """Monte Carlo of CSEC: ``runs`` independent contests, vectorised.
+
+    Returns per-run arrays: ``qualities`` (runs, n), ``payments`` (runs, n),
+    ``agent_utility`` (runs, n), ``principal_utility`` (runs,), ``revenue`` (runs,).
+    ``rng`` is a Generator or a seed; ``efforts`` lets agents deviate.
+    """
+    v = check.real("v", v, low=0.0)
+    n = check.integer("n", n, low=1)
+    runs = check.integer("runs", runs, low=1)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    model = get_quality(quality)
+    prescribed = np.zeros(n)
+    prescribed[: optimal_participants(v, model, n)] = 1.0
+    marginal = _csec_expected_marginal(v, prescribed, model)
+    actual = prescribed.copy()
+    for agent, e in (efforts or {}).items():
+        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    q = np.where(actual > 0, model.sample(gen, v, actual, (runs, n)), 0.0)
+    pay = csec_payments(q, prescribed, marginal)
+    charge = prescribed.sum()
+    return {"qualities": q, "payments": pay, "agent_utility": pay - actual[None, :],
+            "principal_utility": q.max(axis=1) - charge, "revenue": charge - pay.sum(axis=1)}

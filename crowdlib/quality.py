@@ -1,0 +1,187 @@
+"""Quality distributions of Cavallo & Jain (2012), Sections 2.1 and 2.2.
+
+An agent with skill ``s`` who spends effort ``delta`` produces a good whose
+quality (value to the principal, in dollars) is random with a distribution that
+scales with the principal's value ``v``. The two canonical models of the paper:
+
+* ``UniformQuality`` -- Eq. (12): quality ~ U[0, delta * s * v].
+* ``TruncNormQuality`` -- Section 2.2: a normal with location ``delta * s * v``
+  and scale ``v * sigma_ratio`` (the paper: ``sigma_ratio = 1/8``) truncated to
+  ``[0, v]``.
+
+Ambiguity resolved here: an agent with effort 0 is a *non-participant* and
+submits no good (quality 0). For the uniform model this is what Eq. (12) gives
+anyway (U[0, 0]); for the truncated normal it is a choice, because the formula
+with ``mu = 0`` would give a good of positive expected quality for free. The
+alternative reading is studied in :mod:`crowdlib.effort`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import integrate, special, stats
+
+from . import _validation as check
+
+__all__ = ["QualityModel", "UniformQuality", "TruncNormQuality", "get_quality"]
+
+
+class QualityModel(ABC):
+    """A family of quality distributions indexed by the level ``effort * skill``.
+
+    Subclasses implement the c.d.f., the partial expectation
+    ``E[(Q - beta)^+]`` and sampling; everything else is derived here.
+    """
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        """P(Q <= x) for a participant with ``level = effort * skill`` (broadcasts)."""
+
+    @abstractmethod
+    def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        """E[(Q - beta)^+], the expected improvement over a standing best ``beta``.
+
+        This is Eq. (6) of the paper before the effort cost is subtracted;
+        by Eqs. (7)-(8) it equals ``v - beta - int_beta^v F(x) dx``.
+        """
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
+               size: tuple[int, ...]) -> NDArray[np.float64]:
+        """Draw qualities for participants of the given levels (broadcast to ``size``)."""
+
+    def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
+        """Points where the c.d.f. has a kink (helps the quadrature)."""
+        return []
+
+    def expected_max_iid(self, v: float, m: int) -> float:
+        """E[max of m i.i.d. full-effort, skill-1 goods]; 0 for m = 0."""
+        if m == 0 or v == 0.0:
+            return 0.0
+        return self.expected_max(v, np.ones(m), np.ones(m))
+
+    def expected_max(self, v: float, efforts: ArrayLike, skills: ArrayLike) -> float:
+        """E[max_i Q_i] for independent agents; effort 0 means no good (quality 0).
+
+        Computed as ``int_0^v (1 - prod_i F_i(x)) dx`` with adaptive quadrature.
+        """
+        efforts = np.asarray(efforts, dtype=float)
+        skills = np.asarray(skills, dtype=float)
+        active = efforts > 0
+        if v == 0.0 or not np.any(active):
+            return 0.0
+        levels = efforts[active] * skills[active]
+
+        def survival(x: float) -> float:
+            return 1.0 - float(np.prod(self.cdf(x, v, levels)))
+
+        pts = sorted({p for p in self.breakpoints(v, levels) if 0.0 < p < v})
+        value, _ = integrate.quad(survival, 0.0, v, points=pts or None,
+                                  epsabs=1e-13 * max(v, 1.0), epsrel=1e-12, limit=200)
+        return float(value)
+
+
+class UniformQuality(QualityModel):
+    """Eq. (12): quality ~ U[0, level * v]; level 0 is a point mass at 0."""
+
+    name = "uniform"
+
+    def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        x = np.asarray(x, dtype=float)
+        top = np.asarray(level, dtype=float) * v
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(top > 0, x / np.where(top > 0, top, 1.0), np.inf)
+        return np.clip(np.where(x < 0, 0.0, ratio), 0.0, 1.0)
+
+    def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        beta = np.asarray(beta, dtype=float)
+        top = np.asarray(level, dtype=float) * v
+        gap = np.clip(top - beta, 0.0, None)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(top > 0, gap**2 / (2 * np.where(top > 0, top, 1.0)), 0.0)
+
+    def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
+               size: tuple[int, ...]) -> NDArray[np.float64]:
+        return rng.uniform(0.0, 1.0, size=size) * np.asarray(level, dtype=float) * v
+
+    def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
+        return list(levels * v)
+
+    def expected_max_iid(self, v: float, m: int) -> float:
+        """Eq. (20): the maximum of m draws from U[0, v] has mean m v / (m + 1)."""
+        return m * v / (m + 1)
+
+
+class TruncNormQuality(QualityModel):
+    """Section 2.2: N(level * v, (sigma_ratio * v)^2) truncated to [0, v].
+
+    Parameters
+    ----------
+    sigma_ratio : float
+        Scale over value; the paper uses 1/8 (Figure 2).
+    """
+
+    def __init__(self, sigma_ratio: float = 1 / 8) -> None:
+        self.sigma_ratio = check.real("sigma_ratio", sigma_ratio, low=0.0, low_open=True)
+        self.name = "truncnorm" if sigma_ratio == 1 / 8 else f"truncnorm(sigma=v*{sigma_ratio:g})"
+
+    def _std(self, v: float, level: ArrayLike) -> tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray[np.float64]]:
+        mu = np.asarray(level, dtype=float) * v
+        sd = self.sigma_ratio * v
+        return mu, sd, (0.0 - mu) / sd, (v - mu) / sd
+
+    def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        mu, sd, a, b = self._std(v, level)
+        return stats.truncnorm.cdf(np.asarray(x, dtype=float), a, b, loc=mu, scale=sd)
+
+    def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        """Closed form: for X ~ N(mu, sd) on [0, v] and beta in [0, v],
+
+        ``E[(X - beta)^+] = [(mu - beta)(Phi(b) - Phi(c)) + sd (phi(c) - phi(b))] / Z``
+
+        with ``c = (beta - mu)/sd``, ``b = (v - mu)/sd``, ``Z = Phi(b) - Phi(a)``.
+        """
+        mu, sd, a, b = self._std(v, level)
+        beta = np.clip(np.asarray(beta, dtype=float), 0.0, v)
+        c = (beta - mu) / sd
+        z = special.ndtr(b) - special.ndtr(a)
+        pdf = stats.norm.pdf
+        return ((mu - beta) * (special.ndtr(b) - special.ndtr(c)) + sd * (pdf(c) - pdf(b))) / z
+
+    def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
+               size: tuple[int, ...]) -> NDArray[np.float64]:
+        mu, sd, a, b = self._std(v, level)
+        return stats.truncnorm.rvs(a, b, loc=mu, scale=sd, size=size, random_state=rng)
+
+    def expected_max_iid(self, v: float, m: int) -> float:
+        """Scale invariance: E[max] = v * c_m with c_m computed once at v = 1."""
+        if m == 0 or v == 0.0:
+            return 0.0
+        return v * _truncnorm_unit_max(self.sigma_ratio, m)
+
+
+@lru_cache(maxsize=4096)
+def _truncnorm_unit_max(sigma_ratio: float, m: int) -> float:
+    unit = TruncNormQuality(sigma_ratio)
+    return QualityModel.expected_max(unit, 1.0, np.ones(m), np.ones(m))
+
+
+_NAMED = {"uniform": UniformQuality, "truncnorm": TruncNormQuality}
+
+
+def get_quality(quality: str | QualityModel) -> QualityModel:
+    """Resolve ``"uniform"``, ``"truncnorm"`` or a :class:`QualityModel` instance."""
+    if isinstance(quality, QualityModel):
+        return quality
+    if not isinstance(quality, str):
+        raise TypeError(f"quality must be 'uniform', 'truncnorm' or a QualityModel, "
+                        f"got {type(quality).__name__}")
+    if quality not in _NAMED:
+        raise ValueError(f"quality must be one of {sorted(_NAMED)}, got {quality!r}")
+    return _NAMED[quality]()

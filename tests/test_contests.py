@@ -1,0 +1,130 @@
+"""crowdlib.contests: the public API of chapter 1 (Cavallo & Jain 2012)."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from crowdlib import contests as c
+
+
+def eq20_argmax(v: Fraction) -> int:
+    """Largest maximiser of Eq. (20), m v/(m+1) - m, in exact rational arithmetic."""
+    values = [m * v / (m + 1) - m for m in range(0, 200)]
+    best = max(values)
+    return max(m for m, x in enumerate(values) if x == best)
+
+
+@settings(max_examples=300, deadline=None)
+@given(num=st.integers(0, 40_000))
+def test_theorem1_closed_form_equals_exact_argmax(num):
+    v = Fraction(num, 100)
+    assert c.optimal_participants_uniform(float(v)) == eq20_argmax(v)
+
+
+@pytest.mark.parametrize("k", range(1, 12))
+def test_theorem1_ties_choose_larger(k):
+    v = k * (k + 1)
+    assert c.optimal_participants_uniform(v) == k
+    assert c.optimal_participants(v) == k
+
+
+@settings(max_examples=100, deadline=None)
+@given(v=st.floats(0, 400))
+def test_eq11_agrees_with_theorem1_for_uniform(v):
+    assert c.optimal_participants(v, "uniform") == c.optimal_participants_uniform(v)
+
+
+@settings(max_examples=50, deadline=None)
+@given(v=st.floats(0, 200), n=st.integers(0, 30))
+def test_pool_size_caps_participation(v, n):
+    assert c.optimal_participants(v, "uniform", n) == min(n, c.optimal_participants_uniform(v))
+
+
+def test_expected_max_values():
+    assert c.expected_max_quality(8, 2) == pytest.approx(16 / 3)
+    assert c.expected_max_quality(8, 0) == 0.0
+    # truncated normal: scale-free constant c_1 = 1 - (1/8) * phi(0) / (1/2 - Phi(-8))
+    from scipy.stats import norm
+    c1 = 1 - (1 / 8) * norm.pdf(0) / (0.5 - norm.cdf(-8))
+    assert c.expected_max_quality(3.0, 1, "truncnorm") == pytest.approx(3.0 * c1, rel=1e-10)
+
+
+def test_truncnorm_participation_is_monotone_in_value():
+    ms = [c.optimal_participants(v, "truncnorm") for v in np.linspace(0, 100, 201)]
+    assert all(a <= b for a, b in zip(ms, ms[1:]))
+
+
+def test_csec_worked_example():
+    r = c.csec(8, 3, [3, 5, 0])
+    assert list(r.efforts) == [1, 1, 0]
+    assert r.principal_charge == 2
+    assert r.agent_payments == pytest.approx([-1 / 3, 5 / 3, 0])
+    assert r.revenue == pytest.approx(2 / 3)
+
+
+def test_psec_worked_example_exact_value():
+    r = c.psec(10, [0, 1], [0, 6], {0: 0.5, 1: 0.5}, 5)
+    assert r.guarantee == pytest.approx(1.5)
+    assert r.ex_ante_term == pytest.approx(125 / 48, abs=1e-12)
+    assert r.principal_charge == pytest.approx(2.5)
+    assert r.agent_payments == pytest.approx([5 - 125 / 48, 6 - 125 / 48])
+
+
+def test_efficient_efforts_picks_top_skills():
+    e = c.efficient_efforts(30, [0.2, 1.0, 0.9, 0.1])
+    assert e[1] == 1 and e[2] == 1 and e[3] == 0
+
+
+def test_bilateral_trade_reduction_matches_trade_welfare():
+    for ts, tb in [(0.3, 0.7), (0.7, 0.3), (0.5, 0.5), (0.0, 1.0)]:
+        inst = c.bilateral_trade_reduction(ts, tb)
+        trade = tb >= ts
+        assert inst.efficient_effort == pytest.approx(ts if trade else 0.0)
+        assert inst.welfare(inst.efficient_effort) == pytest.approx(max(tb - ts, 0.0))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: c.optimal_participants_uniform(-1), "v"),
+    (lambda: c.optimal_participants_uniform(float("nan")), "v"),
+    (lambda: c.expected_max_quality(1, -2), "m"),
+    (lambda: c.expected_max_quality(1, 1.5), "m"),
+    (lambda: c.expected_max_quality(1, 2, "normal"), "quality"),
+    (lambda: c.optimal_participants(1, n=-1), "n"),
+    (lambda: c.csec(8, 3, [1, 2]), "qualities"),
+    (lambda: c.csec(8, 3, [1, 2, float("nan")]), "qualities"),
+    (lambda: c.csec(8, 3, [1, 2, 9]), "qualities"),
+    (lambda: c.csec(8, 0, []), "n"),
+    (lambda: c.psec(10, [0, 1], [0, 6], {0: 0.5, 1: 0.6}, 5), "skill_prior"),
+    (lambda: c.psec(10, [0, 1], [0, 6, 1], {0: 0.5, 1: 0.5}, 5), "qualities"),
+    (lambda: c.psec(4, [0, 1], [0, 3], {0: 0.5, 1: 0.5}, 5), "v"),
+    (lambda: c.psec(10, [0, 1.5], [0, 6], {0: 0.5, 1: 0.5}, 5), "skills"),
+    (lambda: c.psec(10, [0, 1], [0, 6], {0: 0.5, 1: 0.5}, 5, quality="beta"), "quality"),
+])
+def test_bad_input_names_the_parameter(call, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call()
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match="v"):
+        c.optimal_participants_uniform("8")
+    with pytest.raises(TypeError, match="skill_prior"):
+        c.psec(10, [0, 1], [0, 6], [0.5, 0.5], 5)
+
+
+def test_simulation_is_deterministic_given_seed():
+    a = c.simulate_csec(8, 3, runs=500, rng=7)
+    b = c.simulate_csec(8, 3, runs=500, rng=np.random.default_rng(7))
+    assert np.array_equal(a["payments"], b["payments"])
+
+
+def test_monte_carlo_agrees_with_exact_expectations():
+    for quality in ("uniform", "truncnorm"):
+        sim = c.simulate_csec(30, 4, quality, runs=40_000, rng=11)
+        exact = c.csec_expected_outcome(30, 4, quality)
+        se = sim["agent_utility"].std(axis=0) / np.sqrt(40_000) + 1e-12
+        assert np.all(np.abs(sim["agent_utility"].mean(axis=0) - exact.agents) < 5 * se)
+        se_p = sim["principal_utility"].std() / np.sqrt(40_000)
+        assert abs(sim["principal_utility"].mean() - exact.principal) < 5 * se_p

@@ -1,0 +1,74 @@
+"""Every mechanism of crowdlib through the shared IC / IR / budget checks."""
+
+import numpy as np
+
+from crowdlib import contests as c
+from mechanism_properties import Deviation, MechanismCase, MechanismPropertyTests
+
+EFFORT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _csec_case(v, n, quality, v_low=None):
+    truth = c.csec_expected_outcome(v, n, quality, v_low=v_low)
+    devs = []
+    for agent in range(n):
+        for e in EFFORT_GRID:
+            out = c.csec_expected_outcome(v, n, quality, efforts={agent: e}, v_low=v_low)
+            devs.append(Deviation(f"agent {agent}", f"effort {e}", truth.agents[agent], out.agents[agent]))
+    for rv in np.linspace(max(v_low or 0.0, 0.0), 3 * v, 13):
+        out = c.csec_expected_outcome(v, n, quality, reported_v=float(rv), v_low=v_low)
+        devs.append(Deviation("principal", f"report {rv:.3g}", truth.principal, out.principal))
+    return MechanismCase(f"CSEC v={v} n={n} {quality} v_low={v_low}", truth.principal,
+                         truth.agents, truth.revenue, devs)
+
+
+class TestCSEC(MechanismPropertyTests):
+    """Theorem 2: efficient, IC, IR and budget-balanced in expectation."""
+
+    def cases(self):
+        yield _csec_case(8.0, 3, "uniform")
+        yield _csec_case(30.0, 6, "uniform")
+        yield _csec_case(40.0, 3, "truncnorm")
+
+
+class TestCSECWithRedistribution(MechanismPropertyTests):
+    """Eqs. (34)-(37): the amended CSEC keeps IC, IR and budget balance."""
+
+    def cases(self):
+        yield _csec_case(8.0, 3, "uniform", v_low=5.0)
+        yield _csec_case(30.0, 6, "uniform", v_low=12.0)
+
+
+PRIOR = {0.0: 0.5, 1.0: 0.5}
+PRIOR3 = {0.3: 0.2, 0.6: 0.5, 1.0: 0.3}
+
+
+def _psec_case(v, n, prior, v_low, quality="uniform"):
+    model = c.PSECModel(n=n, skill_prior=prior, v_low=v_low, quality=c.get_quality(quality))
+    principal, agents, revenue = 0.0, np.zeros(n), 0.0
+    devs = []
+    worst_principal = np.inf
+    for skills, p in model.profiles():
+        truth = c.psec_expected_outcome(v, skills, prior, v_low, quality, model=model)
+        worst_principal = min(worst_principal, truth.principal)  # IR ex post of skills
+        agents += p * truth.agents
+        revenue += p * truth.revenue
+        for agent in range(n):
+            for rep in prior:
+                for e in EFFORT_GRID:
+                    out = c.psec_expected_outcome(v, skills, prior, v_low, quality, model=model,
+                                                  reported_skills={agent: rep}, efforts={agent: e})
+                    devs.append(Deviation(f"agent {agent} s={skills}", f"report {rep}, effort {e}",
+                                          truth.agents[agent], out.agents[agent]))
+        for rv in np.linspace(v_low, 3 * v, 7):
+            out = c.psec_expected_outcome(v, skills, prior, v_low, quality, model=model, reported_v=float(rv))
+            devs.append(Deviation(f"principal s={skills}", f"report {rv:.3g}", truth.principal, out.principal))
+    return MechanismCase(f"PSEC v={v} n={n}", worst_principal, agents, revenue, devs)
+
+
+class TestPSEC(MechanismPropertyTests):
+    """Theorem 4: IC, IR for the principal, ex ante IR and budget balance for agents."""
+
+    def cases(self):
+        yield _psec_case(10.0, 2, PRIOR, 5.0)
+        yield _psec_case(25.0, 3, PRIOR3, 9.0)

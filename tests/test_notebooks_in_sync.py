@@ -1,0 +1,32 @@
+"""Each chapter is a Jupytext pair: the MyST .md and the .ipynb hold the same cells."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+CHAPTERS = sorted((Path(__file__).parent.parent / "chapters").glob("*.md"))
+
+
+def _cells(nb):
+    return [(cell.cell_type, cell.source.strip()) for cell in nb.cells]
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_pair_exists_and_matches(md):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run `make chapter NAME={md.stem}`"
+    assert _cells(jupytext.read(md)) == _cells(jupytext.read(ipynb)), (
+        f"{md.name} and {ipynb.name} differ: run `make chapter NAME={md.stem}`")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_stored_notebook_has_outputs_for_nbval(md):
+    nb = jupytext.read(md.with_suffix(".ipynb"))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), (
+        f"{md.stem}.ipynb must be stored executed (nbval compares outputs)")
+
+
+def test_there_is_at_least_one_chapter():
+    assert CHAPTERS
