@@ -7,6 +7,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 NAME   ?= contests
+# one cache of expensive results for the book, the tests and single-chapter runs
+export CROWDLIB_CACHE := $(CURDIR)/.crowdlib-cache
 
 .PHONY: book test chapter sync venv clean
 
@@ -25,12 +27,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest tests chapters/*.ipynb --nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly -q
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -q
 
 # Execute the MyST source, refresh the paired .ipynb (outputs included, for nbval)
 # and save every figure the chapter draws under figures/$(NAME)/.
 chapter: $(STAMP)
-	CROWDLIB_FIGURES=figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb --update \
+	CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb \
 	    --execute chapters/$(NAME).md
 	@echo "Figures written to figures/$(NAME)/"
 

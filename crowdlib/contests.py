@@ -412,7 +412,7 @@ def bilateral_trade_reduction(theta_s: float, theta_b: float) -> BilateralTradeI
     ts = check.real("theta_s", theta_s, low=0.0, high=1.0)
     tb = check.real("theta_b", theta_b, low=0.0, high=1.0)
     skill = 1.0 - ts
-    effort = 1.0 - skill if tb >= ts else 0.0
+    effort = ts if tb >= ts else 0.0  # = 1 - skill, without rounding
     return BilateralTradeInstance(theta_s=ts, theta_b=tb, v=tb, skill=skill, efficient_effort=effort)
 
 
@@ -432,16 +432,9 @@ class ExpectedOutcome:
 
 def _marginals(v: float, efforts: NDArray[np.float64], skills: NDArray[np.float64],
                model: QualityModel) -> tuple[float, NDArray[np.float64]]:
-    """E[Q^(1)] and E[Q^(1) - Q^(1)_{-i}] for every agent i."""
-    full = model.expected_max(v, efforts, skills)
-    marg = np.empty(efforts.size)
-    for i in range(efforts.size):
-        if efforts[i] == 0:
-            marg[i] = 0.0
-            continue
-        keep = np.arange(efforts.size) != i
-        marg[i] = full - model.expected_max(v, efforts[keep], skills[keep])
-    return full, marg
+    """E[Q^(1)] and E[Q^(1) - Q^(1)_{-i}] for every agent i (0 for non-participants)."""
+    full, without = model.expected_max_leave_one_out(v, efforts, skills)
+    return full, np.where(efforts > 0, full - without, 0.0)
 
 
 def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "uniform", *,

@@ -16,12 +16,14 @@ is submitted and ``g(0) = 0``. ``zero_effort="participate"``: the formula with
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize
+from tqdm import tqdm
 
 from . import _validation as check
 from .quality import QualityModel, TruncNormQuality, get_quality
@@ -131,16 +133,19 @@ def interior_effort_gap(v: float, quality: str | QualityModel = "truncnorm",
 
 def grid_threshold(values: NDArray[np.float64], quality: str | QualityModel = "truncnorm",
                    n_effort: int = 1001, n_beta: int = 1001, zero_effort: str = "abstain",
-                   tol: float = 1e-12) -> float:
+                   tol: float = 1e-12, progress: bool | str = False) -> float:
     """Smallest grid value above which no ``v`` of the grid has an interior optimum.
 
     Returns ``values[k]`` where ``k - 1`` is the last index with a positive
-    :func:`interior_effort_gap` (``values[0]`` if there is none).
+    :func:`interior_effort_gap` (``values[0]`` if there is none). ``progress``
+    shows a tqdm bar (a string is used as its label).
     """
     vs = check.real_vector("values", values, low=0.0)
     if vs.size == 0 or np.any(np.diff(vs) <= 0) or vs[0] <= 0:
         raise ValueError("values must be a non-empty, strictly increasing grid of positive v")
-    gaps = np.array([interior_effort_gap(v, quality, n_effort, n_beta, zero_effort) for v in vs])
+    label = progress if isinstance(progress, str) else "grid threshold"
+    gaps = np.array([interior_effort_gap(v, quality, n_effort, n_beta, zero_effort)
+                     for v in tqdm(vs, desc=label, disable=not progress, file=sys.stderr, mininterval=2.0)])
     bad = np.flatnonzero(gaps > tol)
     if bad.size == 0:
         return float(vs[0])

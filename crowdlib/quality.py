@@ -69,22 +69,37 @@ class QualityModel(ABC):
     def expected_max(self, v: float, efforts: ArrayLike, skills: ArrayLike) -> float:
         """E[max_i Q_i] for independent agents; effort 0 means no good (quality 0).
 
-        Computed as ``int_0^v (1 - prod_i F_i(x)) dx`` with adaptive quadrature.
+        ``int_0^v (1 - prod_i F_i(x)) dx`` by Gauss-Legendre quadrature on the
+        pieces between the c.d.f.s' kinks (exact for the uniform model, whose
+        integrand is a polynomial of degree n on each piece).
         """
+        return float(self.expected_max_leave_one_out(v, efforts, skills)[0])
+
+    def expected_max_leave_one_out(self, v: float, efforts: ArrayLike,
+                                   skills: ArrayLike) -> tuple[float, NDArray[np.float64]]:
+        """E[max of all goods] and, for each agent i, E[max of the goods of the others]."""
         efforts = np.asarray(efforts, dtype=float)
         skills = np.asarray(skills, dtype=float)
         active = efforts > 0
+        without = np.zeros(efforts.size)
         if v == 0.0 or not np.any(active):
-            return 0.0
+            return 0.0, without
         levels = efforts[active] * skills[active]
+        cuts = np.unique(np.clip([0.0, v, *self.breakpoints(v, levels)], 0.0, v))
+        nodes, weights = _GAUSS
+        lo, hi = cuts[:-1, None], cuts[1:, None]
+        x = ((hi - lo) / 2 * nodes[None, :] + (hi + lo) / 2).ravel()
+        w = ((hi - lo) / 2 * weights[None, :]).ravel()
+        cdf = np.broadcast_to(self.cdf(x[None, :], v, levels[:, None]), (levels.size, x.size))
+        k = levels.size
+        full = float(w @ (1.0 - np.prod(cdf, axis=0)))
+        if k > 1:
+            others = np.array([np.prod(np.delete(cdf, i, axis=0), axis=0) for i in range(k)])
+            without[active] = (1.0 - others) @ w
+        return full, without
 
-        def survival(x: float) -> float:
-            return 1.0 - float(np.prod(self.cdf(x, v, levels)))
 
-        pts = sorted({p for p in self.breakpoints(v, levels) if 0.0 < p < v})
-        value, _ = integrate.quad(survival, 0.0, v, points=pts or None,
-                                  epsabs=1e-13 * max(v, 1.0), epsrel=1e-12, limit=200)
-        return float(value)
+_GAUSS = np.polynomial.legendre.leggauss(96)
 
 
 class UniformQuality(QualityModel):
@@ -95,7 +110,7 @@ class UniformQuality(QualityModel):
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         x = np.asarray(x, dtype=float)
         top = np.asarray(level, dtype=float) * v
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(top > 0, x / np.where(top > 0, top, 1.0), np.inf)
         return np.clip(np.where(x < 0, 0.0, ratio), 0.0, 1.0)
 
@@ -169,7 +184,12 @@ class TruncNormQuality(QualityModel):
 @lru_cache(maxsize=4096)
 def _truncnorm_unit_max(sigma_ratio: float, m: int) -> float:
     unit = TruncNormQuality(sigma_ratio)
-    return QualityModel.expected_max(unit, 1.0, np.ones(m), np.ones(m))
+
+    def survival(x: float) -> float:
+        return 1.0 - float(unit.cdf(x, 1.0, 1.0)) ** m
+
+    value, _ = integrate.quad(survival, 0.0, 1.0, epsabs=1e-14, epsrel=1e-13, limit=200)
+    return float(value)
 
 
 _NAMED = {"uniform": UniformQuality, "truncnorm": TruncNormQuality}

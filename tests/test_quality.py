@@ -57,3 +57,21 @@ def test_get_quality_rejects_unknown_names():
         get_quality(3)
     with pytest.raises(ValueError, match="sigma_ratio"):
         TruncNormQuality(0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(v=st.floats(0.5, 200), levels=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+       name=st.sampled_from(["uniform", "truncnorm"]))
+def test_expected_max_quadrature_matches_adaptive_quad(v, levels, name):
+    model = get_quality(name)
+    efforts = np.ones(len(levels))
+    skills = np.array(levels)
+    active = skills > 0 if name == "uniform" else np.ones(len(levels), bool)
+    pts = sorted({lv * v for lv in levels if 0 < lv * v < v}) if name == "uniform" else None
+    ref, _ = integrate.quad(lambda x: 1 - np.prod(model.cdf(x, v, skills[active])), 0, v,
+                            points=pts or None, epsabs=1e-12, limit=200)
+    full, without = model.expected_max_leave_one_out(v, efforts, skills)
+    assert full == pytest.approx(ref, abs=1e-9 * v)
+    for i in range(len(levels)):
+        keep = np.arange(len(levels)) != i
+        assert without[i] == pytest.approx(model.expected_max(v, efforts[keep], skills[keep]), abs=1e-9 * v)
