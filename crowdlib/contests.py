@@ -257,9 +257,7 @@ def csec(v: float, n: int, qualities: Sequence[float] | NDArray[np.float64],
     if v_low is not None:
         v_low = check.real("v_low", v_low, low=0.0, high=v)
         g = surplus_guarantee(v_low, n, model)
-    efforts = np.zeros(n)
-    efforts[: optimal_participants(v, model, n)] = 1.0
-    marginal = _csec_expected_marginal(v, efforts, model)
+    efforts, marginal = _csec_plan(v, n, model)
     pay = csec_payments(q[None, :], efforts, marginal)[0] + g / n
     return CSECResult(efforts=efforts, principal_charge=float(efforts.sum()) + g,
                       agent_payments=pay, expected_marginal=marginal, redistribution=g)
@@ -437,6 +435,25 @@ def _marginals(v: float, efforts: NDArray[np.float64], skills: NDArray[np.float6
     return full, np.where(efforts > 0, full - without, 0.0)
 
 
+def _with_deviations(prescribed: NDArray[np.float64], changes: Mapping[int, float] | None,
+                     name: str, high: float = 1.0) -> NDArray[np.float64]:
+    """Copy of ``prescribed`` with ``{agent: value}`` overrides, each checked."""
+    out = prescribed.copy()
+    for agent, value in (changes or {}).items():
+        i = check.integer(f"{name} (agent index)", agent, low=0)
+        if i >= out.size:
+            raise ValueError(f"{name} names agent {i}, but agents are 0..{out.size - 1}")
+        out[i] = check.real(f"{name}[{i}]", value, low=0.0, high=high)
+    return out
+
+
+def _csec_plan(reported_v: float, n: int, model: QualityModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """delta* (first m* agents) and the expected marginals E[Q^(1) - Q^(1)_{-i}] CSEC charges."""
+    prescribed = np.zeros(n)
+    prescribed[: optimal_participants(reported_v, model, n)] = 1.0
+    return prescribed, _csec_expected_marginal(reported_v, prescribed, model)
+
+
 def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "uniform", *,
                           reported_v: float | None = None,
                           efforts: Mapping[int, float] | None = None,
@@ -455,12 +472,8 @@ def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "unifo
     rv = v if reported_v is None else check.real("reported_v", reported_v, low=0.0)
     model = get_quality(quality)
     g = 0.0 if v_low is None else surplus_guarantee(check.real("v_low", v_low, low=0.0), n, model)
-    prescribed = np.zeros(n)
-    prescribed[: optimal_participants(rv, model, n)] = 1.0
-    charged_marginal = _csec_expected_marginal(rv, prescribed, model)
-    actual = prescribed.copy()
-    for agent, e in (efforts or {}).items():
-        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    prescribed, charged_marginal = _csec_plan(rv, n, model)
+    actual = _with_deviations(prescribed, efforts, "efforts")
     skills = np.ones(n)
     best, marg = _marginals(v, actual, skills, model)
     payments = prescribed + marg - charged_marginal + g / n
@@ -489,13 +502,9 @@ def psec_expected_outcome(v: float, skills: Sequence[float], skill_prior: Mappin
     qm = get_quality(quality)
     if model is None:
         model = PSECModel(n=s.size, skill_prior=dict(skill_prior), v_low=v_low, quality=qm)
-    reports = s.copy()
-    for agent, r in (reported_skills or {}).items():
-        reports[check.integer("agent", agent, low=0)] = check.real("reported skill", r, low=0.0, high=1.0)
+    reports = _with_deviations(s, reported_skills, "reported_skills")
     prescribed = _efficient_efforts(rv, reports, qm)
-    actual = prescribed.copy()
-    for agent, e in (efforts or {}).items():
-        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    actual = _with_deviations(prescribed, efforts, "efforts")
     best = qm.expected_max(v, actual, s)
     term = model.ex_ante_term(rv)
     payments = best - (prescribed.sum() - prescribed) - term
@@ -518,12 +527,8 @@ def simulate_csec(v: float, n: int, quality: str | QualityModel = "uniform", run
     runs = check.integer("runs", runs, low=1)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     model = get_quality(quality)
-    prescribed = np.zeros(n)
-    prescribed[: optimal_participants(v, model, n)] = 1.0
-    marginal = _csec_expected_marginal(v, prescribed, model)
-    actual = prescribed.copy()
-    for agent, e in (efforts or {}).items():
-        actual[check.integer("agent", agent, low=0)] = check.real("effort", e, low=0.0, high=1.0)
+    prescribed, marginal = _csec_plan(v, n, model)
+    actual = _with_deviations(prescribed, efforts, "efforts")
     q = np.where(actual > 0, model.sample(gen, v, actual, (runs, n)), 0.0)
     pay = csec_payments(q, prescribed, marginal)
     charge = prescribed.sum()

@@ -128,3 +128,12 @@ def test_monte_carlo_agrees_with_exact_expectations():
         assert np.all(np.abs(sim["agent_utility"].mean(axis=0) - exact.agents) < 5 * se)
         se_p = sim["principal_utility"].std() / np.sqrt(40_000)
         assert abs(sim["principal_utility"].mean() - exact.principal) < 5 * se_p
+
+
+def test_deviations_are_validated():
+    with pytest.raises(ValueError, match="efforts"):
+        c.csec_expected_outcome(8, 3, efforts={5: 0.5})
+    with pytest.raises(ValueError, match="efforts"):
+        c.simulate_csec(8, 3, runs=10, rng=0, efforts={0: 1.5})
+    with pytest.raises(ValueError, match="reported_skills"):
+        c.psec_expected_outcome(10, [0, 1], {0: 0.5, 1: 0.5}, 5, reported_skills={0: -0.1})
