@@ -56,3 +56,14 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
     np.savez(tmp, **result)
     tmp.replace(path)
     return result
+
+
+def table(headers: list[str], rows: list[list[Any]] | list[tuple[Any, ...]]) -> Any:
+    """A Markdown table for display in a notebook (cells are formatted with ``str``)."""
+    if not headers or any(len(r) != len(headers) for r in rows):
+        raise ValueError("every row of rows must have one cell per header")
+    from IPython.display import Markdown
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return Markdown("\n".join(lines))

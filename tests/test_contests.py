@@ -137,3 +137,11 @@ def test_deviations_are_validated():
         c.simulate_csec(8, 3, runs=10, rng=0, efforts={0: 1.5})
     with pytest.raises(ValueError, match="reported_skills"):
         c.psec_expected_outcome(10, [0, 1], {0: 0.5, 1: 0.5}, 5, reported_skills={0: -0.1})
+
+
+def test_book_table_checks_row_lengths():
+    from crowdlib.book import table
+
+    assert "| a | b |" in table(["a", "b"], [[1, 2]]).data
+    with pytest.raises(ValueError, match="rows"):
+        table(["a", "b"], [[1]])
