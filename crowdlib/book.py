@@ -37,15 +37,27 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("CROWDLIB_CACHE", ".crowdlib-cache"))
 
 
+def _library_fingerprint() -> bytes:
+    """Hash of crowdlib's own source files."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.digest()
+
+
 def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) -> dict[str, np.ndarray]:
     """Return ``compute(**params)``, computed once and stored as ``.npz``.
 
     The key is ``name`` plus a hash of the JSON of ``params`` (which must be
-    JSON-serialisable). Delete the cache directory to force recomputation.
+    JSON-serialisable) and of crowdlib's source, so editing the library
+    recomputes. Delete the cache directory to force recomputation.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be an identifier-like string, got {name!r}")
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    digest.update(_library_fingerprint())  # a change to crowdlib invalidates every entry
+    key = digest.hexdigest()[:16]
     path = _cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         with np.load(path) as data:

@@ -154,23 +154,37 @@ def grid_threshold(values: NDArray[np.float64], quality: str | QualityModel = "t
     return float(vs[bad[-1] + 1])
 
 
-def extreme_effort_threshold(sigma_ratio: float = 1 / 8, zero_effort: str = "abstain") -> tuple[float, float]:
-    """The exact value above which extreme effort is always optimal (truncated normal).
+def extreme_effort_threshold(sigma_ratio: float = 1 / 8, zero_effort: str = "participate",
+                             verify: bool = True) -> tuple[float, float]:
+    """The value above which extreme effort is always optimal (truncated normal).
 
     Derived for this book (not in the paper). Write ``g = v h(delta, b) - delta``
-    with ``b = beta / v`` and ``h`` the scale-free partial expectation. As ``v``
-    grows to the threshold, the last interior optimum merges into ``delta = 1``;
-    there ``g'(1) = 0`` and ``g(1) = g(0)``, i.e.
+    with ``b = beta / v`` and ``h`` the scale-free partial expectation. If, as
+    ``v`` grows to the threshold, the last interior optimum merges into
+    ``delta = 1``, then there ``g'(1) = 0`` and ``g(1) = g(0)``:
 
         ``v * dh/d delta (1, b) = 1``  and  ``v * (h(1, b) - h(0, b)) = 1``
 
-    (with ``h(0, b) = 0`` when a zero-effort agent abstains). Solving the pair
-    gives ``(v*, b*)``; the grid check of :func:`interior_effort_gap` converges
-    to ``v*`` from below as the grids are refined.
+    (``h(0, b) = 0`` when a zero-effort agent abstains). Solving the pair gives
+    ``(v*, b*)``. The merge-at-full-effort premise is checked, not assumed: with
+    ``verify=True`` the grid check of :func:`interior_effort_gap` (same reading,
+    efforts on a 0.0005 grid) must be positive at ``0.98 v*`` and non-positive
+    at ``1.005 v*``, else ``ValueError`` says to use :func:`grid_threshold`. This happens for wide spreads (``sigma_ratio`` of
+    1/4 and more), where the last interior optimum sits elsewhere.
+
+    Under ``zero_effort="abstain"`` an effort ``0+`` buys a good of positive
+    quality for free, so some tiny effort beats abstaining whenever that good
+    can beat ``beta``; the value returned is then the threshold for efforts
+    bounded away from 0.
+
+    Returns
+    -------
+    (v_star, b_star)
     """
-    model = TruncNormQuality(sigma_ratio)
+    ratio = check.real("sigma_ratio", sigma_ratio, low=0.0, low_open=True)
+    model = TruncNormQuality(ratio)
     abstain = _zero_effort(zero_effort) == "abstain"
-    eps = 1e-5
+    eps = 1e-3 * min(ratio, 1.0)  # finite-difference step, scaled with the spread
 
     def h(delta: float, b: float) -> float:
         return float(model.partial_expectation(b, 1.0, delta))
@@ -181,10 +195,21 @@ def extreme_effort_threshold(sigma_ratio: float = 1 / 8, zero_effort: str = "abs
         base = 0.0 if abstain else h(0.0, b)
         return [v * slope - 1.0, v * (h(1.0, b) - base) - 1.0]
 
-    sol, info, ier, msg = optimize.fsolve(equations, [2.75, 0.54], xtol=1e-13, full_output=True)
-    if ier != 1:  # pragma: no cover - solver failure is reported, not hidden
-        raise RuntimeError(f"threshold equations did not converge: {msg}")
-    return float(sol[0]), float(sol[1])
+    guess = [1.0 / (1.0 - 2.0 / np.pi), max(0.05, 1.0 - 0.8 * ratio - (1.0 - 2.0 / np.pi))]
+    sol, _, ier, msg = optimize.fsolve(equations, guess, xtol=1e-13, full_output=True)
+    if ier != 1 or not 0.0 < sol[1] < 1.0 or max(map(abs, equations(sol))) > 1e-9:
+        raise ValueError(f"the threshold equations have no solution for sigma_ratio={ratio:g} "
+                         f"({msg.strip()}); use grid_threshold")
+    v_star, b_star = float(sol[0]), float(sol[1])
+    if verify:
+        reading = "abstain" if abstain else "participate"
+        below = interior_effort_gap(v_star * 0.98, model, 2001, 1001, reading)
+        above = interior_effort_gap(v_star * 1.005, model, 2001, 1001, reading)
+        if not (below > 0 >= above - 1e-12):
+            raise ValueError(f"for sigma_ratio={ratio:g} the last interior optimum does not merge into "
+                             f"full effort at v={v_star:.4f} (grid gap {below:.2e} below, {above:.2e} "
+                             "above); use grid_threshold")
+    return v_star, b_star
 
 
 # ---------------------------------------------------------------------------

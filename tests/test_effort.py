@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from crowdlib import effort as e
+from crowdlib.quality import TruncNormQuality
 
 
 @pytest.mark.parametrize("v", [0.5, 3.0, 8.0, 50.0])
@@ -61,3 +62,18 @@ def test_bad_input():
         e.lemma1_condition(0.0)
     with pytest.raises(ValueError, match="values"):
         e.grid_threshold(np.array([3.0, 2.0]))
+
+
+def test_threshold_for_wide_spreads_is_checked_against_the_grid():
+    v_star, _ = e.extreme_effort_threshold(0.5, zero_effort="participate")
+    assert 4.5 < v_star < 4.6
+    assert e.interior_effort_gap(v_star - 0.05, TruncNormQuality(0.5), 2001, 1001, "participate") > 0
+    assert e.interior_effort_gap(v_star + 0.05, TruncNormQuality(0.5), 2001, 1001, "participate") <= 1e-12
+    # under "abstain" an effort near 0 buys a valuable good at this spread: no merge at full effort
+    with pytest.raises(ValueError, match="grid_threshold"):
+        e.extreme_effort_threshold(0.5, zero_effort="abstain")
+
+
+def test_threshold_small_spread_limit():
+    v_star, _ = e.extreme_effort_threshold(1 / 64)
+    assert v_star == pytest.approx(1 / (1 - 2 / np.pi), abs=1e-6)
