@@ -9,9 +9,13 @@ plus one), once at least 1, stays at least 1 as effort grows; since
 the partial expectation.
 
 Ambiguity resolved here: "effort 0" has two readings for the truncated normal.
-``zero_effort="abstain"`` (the default, as in :mod:`crowdlib.quality`): no good
-is submitted and ``g(0) = 0``. ``zero_effort="participate"``: the formula with
-``mu = 0`` is taken literally and a zero-effort good has positive quality.
+``zero_effort="abstain"`` (as in :mod:`crowdlib.quality`): no good is submitted
+and ``g(0) = 0``. ``zero_effort="participate"``: the formula with ``mu = 0`` is
+taken literally and a zero-effort good has positive quality. The grid checks
+default to "abstain"; :func:`extreme_effort_threshold` defaults to
+"participate", the reading under which an exact threshold exists (under
+"abstain" an effort ``0+`` buys a good of positive quality for free, so some
+tiny effort always beats abstaining, by a margin that is usually negligible).
 """
 
 from __future__ import annotations
