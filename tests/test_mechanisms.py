@@ -46,7 +46,7 @@ PRIOR3 = {0.3: 0.2, 0.6: 0.5, 1.0: 0.3}
 
 def _psec_case(v, n, prior, v_low, quality="uniform"):
     model = c.PSECModel(n=n, skill_prior=prior, v_low=v_low, quality=c.get_quality(quality))
-    principal, agents, revenue = 0.0, np.zeros(n), 0.0
+    agents, revenue = np.zeros(n), 0.0
     devs = []
     worst_principal = np.inf
     for skills, p in model.profiles():
