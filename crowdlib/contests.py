@@ -128,9 +128,17 @@ def optimal_participants(v: float, quality: str | QualityModel = "uniform",
 def welfare(v: float, efforts: ArrayLike, skills: ArrayLike,
             quality: str | QualityModel = "uniform") -> float:
     """Eq. (3): E[max_i Q_i] - sum_i effort_i for a given effort profile."""
-    efforts_arr = np.asarray(efforts, dtype=float)
-    model = get_quality(quality)
-    return model.expected_max(v, efforts_arr, np.asarray(skills, dtype=float)) - float(efforts_arr.sum())
+    v = check.real("v", v, low=0.0)
+    e = check.real_vector("efforts", efforts, low=0.0, high=1.0)
+    s = check.real_vector("skills", skills, low=0.0, high=1.0, length=e.size,
+                          length_name="the number of efforts")
+    return get_quality(quality).expected_max(v, e, s) - float(e.sum())
+
+
+def _efficient_welfare(v: float, s: NDArray[np.float64], model: QualityModel) -> float:
+    """Welfare of the efficient extreme-effort policy, W(v, s)."""
+    eff = _efficient_efforts(v, s, model)
+    return model.expected_max(v, eff, s) - float(eff.sum())
 
 
 def efficient_efforts(v: float, skills: ArrayLike,
@@ -170,8 +178,7 @@ def surplus_guarantee(v_low: float, n: int, quality: str | QualityModel = "unifo
     model = get_quality(quality)
     s = np.ones(n) if skills is None else check.real_vector("skills", skills, low=0.0, high=1.0,
                                                               length=n, length_name="n")
-    eff = _efficient_efforts(v_low, s, model)
-    return model.expected_max(v_low, eff, s) - float(eff.sum())
+    return _efficient_welfare(v_low, s, model)
 
 
 # ---------------------------------------------------------------------------
@@ -284,9 +291,7 @@ class PSECModel:
     def welfare(self, v: float, skills: Sequence[float]) -> float:
         key = (float(v), tuple(sorted(float(x) for x in skills)))
         if key not in self._cache:
-            s = np.array(key[1])
-            eff = _efficient_efforts(v, s, self.quality)
-            self._cache[key] = self.quality.expected_max(v, eff, s) - float(eff.sum())
+            self._cache[key] = _efficient_welfare(v, np.array(key[1]), self.quality)
         return self._cache[key]
 
     def guarantee(self, skills: Sequence[float]) -> float:
@@ -436,14 +441,14 @@ def _marginals(v: float, efforts: NDArray[np.float64], skills: NDArray[np.float6
 
 
 def _with_deviations(prescribed: NDArray[np.float64], changes: Mapping[int, float] | None,
-                     name: str, high: float = 1.0) -> NDArray[np.float64]:
+                     name: str) -> NDArray[np.float64]:
     """Copy of ``prescribed`` with ``{agent: value}`` overrides, each checked."""
     out = prescribed.copy()
     for agent, value in (changes or {}).items():
         i = check.integer(f"{name} (agent index)", agent, low=0)
         if i >= out.size:
             raise ValueError(f"{name} names agent {i}, but agents are 0..{out.size - 1}")
-        out[i] = check.real(f"{name}[{i}]", value, low=0.0, high=high)
+        out[i] = check.real(f"{name}[{i}]", value, low=0.0, high=1.0)
     return out
 
 

@@ -173,8 +173,9 @@ def extreme_effort_threshold(sigma_ratio: float = 1 / 8, zero_effort: str = "par
     ``(v*, b*)``. The merge-at-full-effort premise is checked, not assumed: with
     ``verify=True`` the grid check of :func:`interior_effort_gap` (same reading,
     efforts on a 0.0005 grid) must be positive at ``0.98 v*`` and non-positive
-    at ``1.005 v*``, else ``ValueError`` says to use :func:`grid_threshold`. This happens for wide spreads (``sigma_ratio`` of
-    1/4 and more), where the last interior optimum sits elsewhere.
+    at ``1.005 v*``, else ``ValueError`` says to use :func:`grid_threshold`.
+    Under "abstain" this fails for wide spreads (``sigma_ratio`` 1/4 and more),
+    where the last interior optimum sits near effort 0 instead.
 
     Under ``zero_effort="abstain"`` an effort ``0+`` buys a good of positive
     quality for free, so some tiny effort beats abstaining whenever that good

@@ -94,8 +94,11 @@ class QualityModel(ABC):
         k = levels.size
         full = float(w @ (1.0 - np.prod(cdf, axis=0)))
         if k > 1:
-            others = np.array([np.prod(np.delete(cdf, i, axis=0), axis=0) for i in range(k)])
-            without[active] = (1.0 - others) @ w
+            # product over j != i as (prefix product before i) * (suffix product after i)
+            ones = np.ones((1, x.size))
+            before = np.vstack([ones, np.cumprod(cdf, axis=0)[:-1]])
+            after = np.vstack([np.cumprod(cdf[::-1], axis=0)[::-1][1:], ones])
+            without[active] = (1.0 - before * after) @ w
         return full, without
 
 

@@ -145,3 +145,11 @@ def test_book_table_checks_row_lengths():
     assert "| a | b |" in table(["a", "b"], [[1, 2]]).data
     with pytest.raises(ValueError, match="rows"):
         table(["a", "b"], [[1]])
+
+
+def test_welfare_validates_its_input():
+    assert c.welfare(8, [1, 1, 0], [1, 1, 1]) == pytest.approx(16 / 3 - 2)
+    with pytest.raises(ValueError, match="skills"):
+        c.welfare(8, [1, 1], [1, 1, 1])
+    with pytest.raises(ValueError, match="efforts"):
+        c.welfare(8, [1, 2], [1, 1])
