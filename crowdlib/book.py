@@ -71,11 +71,17 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
 
 
 def table(headers: list[str], rows: list[list[Any]] | list[tuple[Any, ...]]) -> Any:
-    """A Markdown table for display in a notebook (cells are formatted with ``str``)."""
+    """A Markdown table for display in a notebook (cells are formatted with ``str``).
+
+    A ``|`` inside a cell (as in ``E[X | Y]``) is escaped so it cannot split the cell.
+    """
     if not headers or any(len(r) != len(headers) for r in rows):
         raise ValueError("every row of rows must have one cell per header")
     from IPython.display import Markdown
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    def cell(c: Any) -> str:
+        return str(c).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return Markdown("\n".join(lines))

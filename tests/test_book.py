@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from crowdlib.book import cached, save_figure  # noqa: E402
+from crowdlib.book import cached, save_figure, table  # noqa: E402
 
 
 def test_save_figure_only_when_asked(tmp_path, monkeypatch):
@@ -36,3 +36,9 @@ def test_cached_computes_once_per_parameters(tmp_path, monkeypatch):
     assert calls == [3, 4] and np.array_equal(a["x"], b["x"]) and c["x"].size == 4
     with pytest.raises(ValueError, match="name"):
         cached("not a name", compute, k=1)
+
+
+def test_table_escapes_pipes_inside_cells():
+    md = table(["E[X | Y]", "b"], [["|S|", 1]]).data
+    assert md.splitlines()[0] == "| E[X \\| Y] | b |"
+    assert md.splitlines()[2] == "| \\|S\\| | 1 |"
