@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize
+from scipy import optimize, special
 
 from ._validation import integer, real, real_vector
 
@@ -425,10 +425,22 @@ def _solve_foc(win: Callable[[FloatArray], FloatArray], B: float, mc: MarginalCo
         sol = optimize.root(residual, p0, method="hybr", options={"xtol": 1e-14})
         p = sol.x
     else:
-        # Jacobian-free Newton-Krylov: each residual costs O(n * nodes).  SciPy's
+        # Jacobian-free Newton-Krylov in log-odds z = logit(p) on the relative residual
+        # log c_i'(p_i) - log(B b_i(p)): agents with tiny weights have tiny p_i, and in p
+        # itself their steps overshoot below 0, where clipping flattens the residual and
+        # the Krylov solve breaks down.  Each residual costs O(n * nodes).  SciPy's
         # step-size test divides 0 by 0 when all agents are identical; harmless.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p = optimize.newton_krylov(residual, p0, f_tol=1e-13, method="lgmres", maxiter=200)
+        def log_residual(z: FloatArray) -> FloatArray:
+            q = special.expit(z)
+            return np.log(mc(q)) - np.log(B * win(q))
+
+        try:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z = optimize.newton_krylov(log_residual, special.logit(np.clip(p0, 1e-12, 0.99)),
+                                           f_tol=1e-13, method="lgmres", maxiter=200)
+        except (ValueError, optimize.NoConvergence) as exc:
+            raise RuntimeError(f"luce_equilibrium: the Newton-Krylov solve failed ({exc})") from exc
+        p = special.expit(z)
     p = np.clip(p, 1e-300, 1 - 1e-12)
     return p
 
@@ -627,9 +639,10 @@ def two_agent_optimal_share(v1: float, v2: float, c1: float, c2: float) -> float
     """Proposition 3: optimal share of agent 1 when both succeed (budget normalised to 1).
 
     Costs ``c_i(p) = c_i p^2 / 2`` with ``c_i > 1`` (Assumption 1), objective
-    ``v1 p1 + v2 p2``.  With ``r = v1 / v2``: ``x* = 1/2`` at ``r = 1``; otherwise
-    the stationary point ``(r - c1 - c2 r + sqrt((c1 + c2 - 1)(c1 + c2 r^2 - r)))
-    / (r - 1)`` clipped to ``[0, 1]`` (the corners are the chapter's
+    ``v1 p1 + v2 p2``.  With ``r = v1 / v2`` and ``M = c1 + (c2 - 1) r``: the
+    stationary point ``(r - c1 - c2 r + sqrt(D)) / (r - 1)``, ``D = (c1 + c2 - 1)(c1 + c2 r^2 - r)``,
+    evaluated in the equivalent form ``(c1 c2 (r - 1) + M) / (sqrt(D) + M)`` (stable
+    at ``r = 1``, where it is 1/2), clipped to ``[0, 1]`` (the corners are the chapter's
     conditions ``r <= c1 (c2 - 1) / (c1 c2 + c2 - 1)`` and
     ``r >= (c1 c2 + c1 - 1) / (c2 (c1 - 1))``).
     """
@@ -638,14 +651,15 @@ def two_agent_optimal_share(v1: float, v2: float, c1: float, c2: float) -> float
     c1 = real("c1", c1, low=1.0, low_open=True)
     c2 = real("c2", c2, low=1.0, low_open=True)
     r = v1 / v2
-    if r == 1.0:
-        return 0.5
     if r <= c1 * (c2 - 1) / (c1 * c2 + c2 - 1):
         return 0.0
     if r >= (c1 * c2 + c1 - 1) / (c2 * (c1 - 1)):
         return 1.0
+    # the stationary point rationalised: (sqrt(D) - M) / (r - 1) = (D - M^2) / ((r - 1)(sqrt(D) + M))
+    # with M = c1 + (c2 - 1) r and D - M^2 = (r - 1)(c1 c2 (r - 1) + M); no cancellation at r = 1
+    M = c1 + (c2 - 1) * r
     root = np.sqrt((c1 + c2 - 1) * (c1 + c2 * r * r - r))
-    return float(np.clip((r - c1 - c2 * r + root) / (r - 1), 0.0, 1.0))
+    return float(np.clip((c1 * c2 * (r - 1) + M) / (root + M), 0.0, 1.0))
 
 
 # ------------------------------------------- optimal Luce contract (n agents)

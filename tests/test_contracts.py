@@ -244,3 +244,20 @@ class TestLuceContracts(MechanismPropertyTests):
         yield _contract_case("weighted", C.weighted_contract([1, 2, 0.5]), 1.5, k)
         yield _contract_case("Luce with priority", C.luce_contract_matrix([1, 2, 1], [0, 1, 1]), 1.5, k)
         yield _contract_case("piece rate", C.piece_rate([0.5, 0.5, 0.5], 1.5), 1.5, k)
+
+
+def test_two_agent_share_is_stable_at_equal_values():
+    # r = 1 + 2^-52 made the textbook form (r - c1 - c2 r + sqrt D)/(r - 1) return 0
+    assert abs(C.two_agent_optimal_share(0.1 + 0.2, 0.3, 2, 3) - 0.5) < 1e-12
+    for c1, c2 in [(1.01, 10.0), (10.0, 1.01), (2.0, 3.0)]:
+        xs = [C.two_agent_optimal_share(1 + d, 1, c1, c2) for d in (-1e-6, -1e-12, 0.0, 1e-12, 1e-6)]
+        assert np.all(np.diff(xs) > -1e-14) and abs(xs[2] - 0.5) < 1e-15
+
+
+def test_integral_equilibrium_with_widely_spread_weights():
+    # weights e^-4..e^4 broke Newton-Krylov in p (clipping at 0 flattened the residual)
+    rng = np.random.default_rng(7)
+    w, k = np.exp(rng.uniform(-4, 4, 300)), rng.uniform(2.0, 6.0, 300)
+    p = C.luce_equilibrium(w, 1.5, k)
+    assert np.all((p > 0) & (p < 1))
+    assert C.foc_residual(p, w, 1.5, k) < 1e-12
