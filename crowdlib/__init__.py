@@ -6,6 +6,7 @@ One module per topic:
 * :mod:`crowdlib.effort` -- when extreme effort is efficient (Lemma 1, Section 2.2).
 * :mod:`crowdlib.contests` -- optimal participation, CSEC and PSEC mechanisms.
 * :mod:`crowdlib.contracts` -- Luce contracts for a budget-constrained principal.
+* :mod:`crowdlib.procurement` -- budget-feasible mechanisms for large markets.
 * :mod:`crowdlib.book` -- figure saving and result caching for the chapters.
 """
 

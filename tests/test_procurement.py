@@ -1,0 +1,223 @@
+"""Tests of crowdlib.procurement (Anari, Goel & Nikzad)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import optimize
+
+from crowdlib import procurement as P
+from mechanism_properties import Deviation, MechanismCase, MechanismPropertyTests
+
+RATIO = 1 - 1 / math.e
+
+
+def _instance(seed, n, zero_share=0.1):
+    rng = np.random.default_rng(seed)
+    c = rng.exponential(1.0, n) * (rng.random(n) > zero_share)
+    u = rng.uniform(0.2, 2.0, n)
+    return c, u, float(rng.uniform(0.1, 1.0) * c.sum() + 1e-3)
+
+
+# ------------------------------------------------------------ the shared IC / IR / budget checks
+def _procurement_case(mech, seed, n, reports=np.linspace(0.0, 3.0, 13)):
+    c, u, B = _instance(seed, n)
+    truth = mech(c, u, B)
+    honest = truth.payments - c * truth.allocation
+    devs = []
+    for i in range(n):
+        for rep in reports * max(c[i], 0.1):
+            lie = c.copy()
+            lie[i] = rep
+            out = mech(lie, u, B)
+            devs.append(Deviation(f"seller {i}", f"report {rep:.3g}", honest[i],
+                                  out.payments[i] - c[i] * out.allocation[i]))
+    return MechanismCase(f"seed={seed} n={n}", truth.value, honest, B - truth.payments.sum(), devs)
+
+
+class _ProcurementTests(MechanismPropertyTests):
+    """Buyer's utility >= 0, sellers IR, budget slack >= 0 (never balanced), truthful."""
+
+    budget_balanced = False
+    mech = None
+
+    def cases(self):
+        for seed, n in [(1, 4), (2, 7), (3, 10)]:
+            yield _procurement_case(type(self).mech, seed, n)
+
+
+class TestMechanism2Optimal(_ProcurementTests):
+    mech = staticmethod(lambda c, u, B: P.mechanism2(c, u, B, "optimal"))
+
+
+class TestMechanism2Uniform(_ProcurementTests):
+    mech = staticmethod(lambda c, u, B: P.mechanism2(c, u, B, "uniform"))
+
+
+class TestMechanism2Linear(_ProcurementTests):
+    mech = staticmethod(lambda c, u, B: P.mechanism2(c, u, B, "linear"))
+
+
+class TestSingleRateAuction(_ProcurementTests):
+    """Section 2: Mechanism 1 with the uniform rule is truthful."""
+
+    mech = staticmethod(lambda c, u, B: P.mechanism1(c, u, B, "uniform"))
+
+
+def test_mechanism1_optimal_is_not_truthful():
+    # the envy-free Mechanism 1(phi*) must fail the shared IC check somewhere
+    case = _procurement_case(lambda c, u, B: P.mechanism1(c, u, B, "optimal"), 2, 7)
+    assert any(d.deviating_utility > d.truthful_utility + 1e-6 for d in case.deviations)
+
+
+# ------------------------------------------------------------ properties with hypothesis
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 25), rule=st.sampled_from(["optimal", "uniform", "linear"]),
+       who=st.integers(0, 24), factor=st.floats(0.0, 5.0))
+def test_budget_ir_and_no_gain_from_a_misreport(seed, n, rule, who, factor):
+    c, u, B = _instance(seed, n)
+    truth = P.mechanism2(c, u, B, rule)
+    assert truth.payments.sum() <= B * (1 + 1e-12)
+    assert np.all(truth.payments >= c * truth.allocation - 1e-12)
+    assert np.all(truth.rates <= truth.stopping_rate * (1 + 1e-15))         # Lemma 1
+    i = who % n
+    lie = c.copy()
+    lie[i] = factor * max(c[i], 0.1)
+    out = P.mechanism2(lie, u, B, rule)
+    honest = truth.payments[i] - c[i] * truth.allocation[i]
+    assert out.payments[i] - c[i] * out.allocation[i] <= honest + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 40))
+def test_fractional_optimum_equals_linprog(seed, n):
+    c, u, B = _instance(seed, n)
+    lp = optimize.linprog(-u, A_ub=[c], b_ub=[B], bounds=[(0, 1)] * n, method="highs")
+    assert P.fractional_optimum(c, u, B) == pytest.approx(-lp.fun, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 60))
+def test_lemma4_mechanism1_optimal_rule_gets_one_minus_one_over_e(seed, n):
+    c, u, B = _instance(seed, n)
+    assert P.mechanism1(c, u, B).value >= RATIO * P.fractional_optimum(c, u, B) - 1e-12
+
+
+# ------------------------------------------------------------ the fast Mechanism 2
+@pytest.mark.parametrize("rule", ["optimal", "linear"])
+@pytest.mark.parametrize("direct", [True, False], ids=["near-exact", "near-taylor"])
+def test_fast_mechanism2_equals_the_naive_definition(rule, direct, monkeypatch):
+    if not direct:
+        monkeypatch.setattr(P, "NEAR_DIRECT_FACTOR", 0)  # force the Taylor prefix sums
+    rng = np.random.default_rng(11)
+    for _ in range(15):
+        n = int(rng.integers(2, 150))
+        c = rng.uniform(0, 1, n) * (rng.random(n) < 0.9)
+        u = rng.uniform(0.5, 1.5, n)
+        B = float(c.max() / rng.uniform(0.002, 0.2))
+        fast, slow = P.mechanism2(c, u, B, rule), P.mechanism2_naive(c, u, B, rule)
+        assert np.max(np.abs(fast.allocation - slow.allocation)) < 1e-9
+        assert np.max(np.abs(fast.rates - slow.rates)) < 1e-12 * slow.stopping_rate
+        assert fast.payments.sum() <= B * (1 + 1e-12)
+
+
+def test_fast_mechanism2_falls_back_when_the_market_is_small():
+    c, u = np.array([0.5, 0.9, 3.0]), np.ones(3)  # theta > 1/4: the naive path
+    fast, slow = P.mechanism2(c, u, 1.0), P.mechanism2_naive(c, u, 1.0)
+    assert np.allclose(fast.rates, slow.rates, rtol=0, atol=1e-15)
+
+
+def test_uniform_rule_exact_rates_equal_bisection_on_the_step_function():
+    # an equal rule object that is not UNIFORM_RULE goes through the generic bisection path
+    generic = P.AllocationRule("uniform-by-bisection", P.UNIFORM_RULE.phi, P.UNIFORM_RULE.unit_payment,
+                               None, continuous=False)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(1, 30))
+        c = np.round(rng.uniform(0, 2, n), 1)  # ties on purpose
+        u = rng.choice([0.5, 1.0, 2.0], n)
+        B = float(rng.uniform(0.2, 3))
+        exact, slow = P.mechanism2(c, u, B, "uniform"), P.mechanism2(c, u, B, generic)
+        assert np.allclose(exact.rates, slow.rates, rtol=1e-12, atol=0)
+        assert np.array_equal(exact.allocation, slow.allocation)
+
+
+def test_taylor_series_of_the_optimal_unit_payment():
+    y = np.array([1e-3, 1e-2, 0.1, 0.2])
+    coef = P.OPTIMAL_RULE.taylor_at_one(60)
+    series = np.polynomial.polynomial.polyval(y, coef)
+    assert np.allclose(series, P.OPTIMAL_RULE.unit_payment(1 - y), rtol=1e-13, atol=0)
+    assert coef[1] == pytest.approx(math.e - 1)
+
+
+# ------------------------------------------------------------ known values
+def test_block_instance_gives_one_half_for_the_uniform_rule():
+    c, u, B = P.market("block", 400, np.random.default_rng(0))
+    assert P.mechanism2(c, u, B, "uniform").value / P.fractional_optimum(c, u, B) == pytest.approx(0.5, abs=1e-8)
+
+
+def test_worst_case_ratios_of_the_two_point_family():
+    assert P.worst_case_ratio("optimal")[0] == pytest.approx(RATIO, abs=1e-9)
+    assert P.worst_case_ratio("uniform")[0] == pytest.approx(0.5, abs=1e-12)
+    R, v = P.best_step_rule_ratio(25)
+    assert 0.62 < R < RATIO and np.all(np.diff(v) <= 1e-12) and v[0] == pytest.approx(1.0)
+
+
+def test_hardness_distribution_and_price():
+    assert P.hardness_cdf(0.0) == pytest.approx(1 / math.e)
+    assert P.hardness_cdf(1 - 1 / math.e) == 1.0 and P.hardness_cdf(-0.1) == 0.0
+    assert P.HARDNESS_PRICE * P.hardness_cdf(P.HARDNESS_PRICE) == pytest.approx(P.HARDNESS_MEAN)
+    s = P.sample_hardness_costs(100_000, np.random.default_rng(1))
+    assert s.mean() == pytest.approx(P.HARDNESS_MEAN, abs=4 * s.std() / math.sqrt(s.size))
+    again = P.sample_hardness_costs(10, np.random.default_rng(1))
+    assert np.array_equal(again, P.sample_hardness_costs(10, np.random.default_rng(1)))
+
+
+def test_rounding_keeps_the_budget_in_expectation():
+    c, u, B = P.market("uniform", 500, np.random.default_rng(2))
+    m = P.mechanism2(c, u, B)
+    spend, items = P.rounded_spend(m.allocation, m.payments, 3000, np.random.default_rng(3))
+    assert spend.mean() == pytest.approx(m.payments.sum(), abs=4 * spend.std() / math.sqrt(spend.size))
+    assert items.mean() == pytest.approx(m.allocation.sum(), abs=4 * items.std() / math.sqrt(items.size))
+
+
+def test_three_level_rule_payment_is_myerson():
+    rule = P.three_level_rule(0.4, 0.3)
+    via_quad = P.AllocationRule.from_phi(rule.phi, "quad", continuous=False)
+    x = np.array([0.0, 0.2, 0.39, 0.5, 0.99, 1.0, 1.5])
+    assert np.allclose(rule.unit_payment(x), via_quad.unit_payment(x), atol=1e-10)
+
+
+# ------------------------------------------------------------ bad input
+@pytest.mark.parametrize("call, match", [
+    (lambda: P.mechanism2([1.0, -0.1], [1, 1], 1.0), "costs"),
+    (lambda: P.mechanism2([1.0, float("nan")], [1, 1], 1.0), "costs"),
+    (lambda: P.mechanism2([1.0, 0.5], [1, 0], 1.0), "utilities"),
+    (lambda: P.mechanism2([1.0, 0.5], [1, -2], 1.0), "utilities"),
+    (lambda: P.mechanism2([1.0, 0.5], [1], 1.0), "utilities"),
+    (lambda: P.mechanism2([1.0, 0.5], [1, 1], 0.0), "budget"),
+    (lambda: P.mechanism1([1.0, 0.5], [1, 1], float("inf")), "budget"),
+    (lambda: P.mechanism1([], [], 1.0), "costs"),
+    (lambda: P.mechanism2([1.0, 0.5], [1, 1], 1.0, rule="quadratic"), "rule"),
+    (lambda: P.fractional_optimum([1.0], [1.0, 2.0], 1.0), "utilities"),
+    (lambda: P.market("lognormal", 100, np.random.default_rng(0)), "family"),
+    (lambda: P.three_level_rule(1.5, 0.2), "a"),
+    (lambda: P.two_point_ratio(np.ones_like, np.ones_like, [1.0]), "x"),
+    (lambda: P.AllocationRule.from_phi(lambda s: 1 - np.asarray(s), "no zero at 1"), "phi"),
+])
+def test_bad_input_names_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: P.mechanism2("1, 2", [1, 1], 1.0), "costs"),
+    (lambda: P.mechanism2([1.0, 2.0], [1, 1], "10"), "budget"),
+    (lambda: P.mechanism2([1.0, 2.0], [1, 1], 1.0, rule=3), "rule"),
+    (lambda: P.sample_hardness_costs(5, 42), "rng"),
+    (lambda: P.rounded_spend([0.5], [0.2], 10, None), "rng"),
+])
+def test_wrong_types_name_the_parameter(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
