@@ -1,0 +1,688 @@
+"""Adaptive incentive selection as a budget- and deadline-limited bandit (Truong et al., AAMAS 2018).
+
+The seed is a two-page abstract with no formula, pseudo-code or parameter; the
+reference note (``shared/reference/incentive-selection.md``) restores what the
+sources fix and proposes explicit defaults for the rest. Section numbers below
+(§) are the note's. Every choice the abstract leaves open is resolved as the
+note's [D] defaults, listed here once:
+
+* Periods: feedback arrives only at the end of a period (batched); a period has
+  no capacity; every contest recruits fresh users (§3.2, §9.1).
+* Per-user tasks: beta-binomial(``max_tasks``, a, b) with mean ``mu`` and
+  ``a + b = dispersion`` (§3.3). Hoeffding's range is ``max_tasks`` (§9.3).
+* HAIS phase 2: pairwise one-sided Hoeffding per challenger, no union bound,
+  run only when at least 3 periods remain (the current one included), spending
+  capped at ``eta`` times the residual budget, ``eta = 0.25`` (§5.1, §9.3-9.4).
+* "Spread the residual budget over the periods": equal slices ``B_res / L``
+  on the current leader, ``L`` periods left including the current one; the
+  last period spends the rest density-greedily (§4, §9.5). Every policy, the
+  oracle included, fills its final remainder greedily (§9.10).
+* epsilon-first under a deadline: explore in period 1, commit the rest in
+  period 2 (§5.3, §9.8). "Evenly" is one contest per arm in turn (§5.2).
+* fKUBE: a pull is one contest, its reward the group total scaled by
+  ``g_max * max_tasks``; counts are pulls, not users (§5.4, §9.7).
+* SOAAv: batched (one round-robin pass over the active set per period,
+  spending ``B_res / L``) and the literal one-contest-per-arm pass (§5.6, §9.6).
+
+Simulation is vectorised over runs (§7): the state of all runs is a set of
+``(runs, K)`` arrays and every policy decides for all runs at once. Sums of a
+period's users on one arm are drawn exactly (one beta and one binomial draw per
+user) when the cell has fewer than :data:`EXACT_BELOW` users, and otherwise
+from a normal with the exact beta-binomial mean and variance, rounded and
+clipped (``draws="auto"``, the default; ``draws="exact"`` draws every user).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from ._validation import integer, real, real_vector
+
+__all__ = [
+    "ISPInstance",
+    "Policy",
+    "Optimal",
+    "EpsilonFirst",
+    "SteppedEpsilonFirst",
+    "HAIS",
+    "FKUBE",
+    "SteppedFKUBE",
+    "SOAAv",
+    "POLICIES",
+    "simulate",
+    "simulate_loop",
+    "instance_family",
+    "random_instances",
+    "hais_targets",
+    "EXACT_BELOW",
+    "Setting",
+    "percent_of_optimal",
+    "run_grid",
+    "benchmark",
+    "Z99",
+]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+#: cells with at least this many users are drawn from the normal approximation (draws="auto")
+EXACT_BELOW = 30
+
+
+# ------------------------------------------------------------------ the instance
+@dataclass(frozen=True)
+class ISPInstance:
+    """An incentive selection problem: K incentives (arms) with known costs and group sizes.
+
+    Parameters
+    ----------
+    costs:
+        Cost ``c_i > 0`` of one contest with incentive ``i``.
+    group_sizes:
+        Users ``g_i >= 1`` recruited by one contest; one int is used for every arm.
+    mean_tasks:
+        Mean ``mu_i`` in ``[0, max_tasks]`` of one user's tasks (unknown to the policies).
+    max_tasks:
+        Upper bound ``R`` of one user's tasks in a period (known; Hoeffding's range).
+    dispersion:
+        ``kappa = a + b`` of the beta mixing law; smaller is more overdispersed.
+    """
+
+    costs: FloatArray
+    group_sizes: IntArray
+    mean_tasks: FloatArray
+    max_tasks: int = 20
+    dispersion: float = 2.0
+
+    def __init__(self, costs: Any, group_sizes: Any, mean_tasks: Any, max_tasks: Any = 20,
+                 dispersion: Any = 2.0) -> None:
+        c = real_vector("costs", costs)
+        if c.size == 0:
+            raise ValueError("costs must not be empty")
+        if np.any(c <= 0):
+            raise ValueError(f"every entry of costs must be > 0, got min {c.min():g}")
+        R = integer("max_tasks", max_tasks, low=1)
+        if isinstance(group_sizes, (int, np.integer)) and not isinstance(group_sizes, bool):
+            g = np.full(c.size, int(group_sizes))
+        else:
+            gv = real_vector("group_sizes", group_sizes, length=c.size, length_name="one per cost")
+            if np.any(gv != np.round(gv)):
+                raise ValueError("group_sizes must be whole numbers")
+            g = gv.astype(np.int64)
+        if np.any(g < 1):
+            raise ValueError(f"every entry of group_sizes must be >= 1, got min {g.min()}")
+        mu = real_vector("mean_tasks", mean_tasks, low=0.0, high=float(R), length=c.size,
+                         length_name="one per cost")
+        kappa = real("dispersion", dispersion, low=0.0, low_open=True)
+        object.__setattr__(self, "costs", c)
+        object.__setattr__(self, "group_sizes", g.astype(np.int64))
+        object.__setattr__(self, "mean_tasks", mu)
+        object.__setattr__(self, "max_tasks", R)
+        object.__setattr__(self, "dispersion", kappa)
+
+    @property
+    def arms(self) -> int:
+        return int(self.costs.size)
+
+    @property
+    def effectiveness(self) -> FloatArray:
+        """``rho_i = g_i mu_i / c_i``: expected tasks per unit of money (§3.2)."""
+        return self.group_sizes * self.mean_tasks / self.costs
+
+    @property
+    def best_arm(self) -> int:
+        return int(np.argmax(self.effectiveness))
+
+    def user_variance(self) -> FloatArray:
+        """Variance of one user's tasks: ``R q (1 - q) (R + kappa) / (1 + kappa)``, ``q = mu / R``."""
+        R, q = self.max_tasks, self.mean_tasks / self.max_tasks
+        return R * q * (1 - q) * (R + self.dispersion) / (1 + self.dispersion)
+
+    def draw(self, users: IntArray, rng: np.random.Generator, draws: str = "auto") -> FloatArray:
+        """Total tasks of ``users[r, i]`` fresh users on arm ``i`` in run ``r``."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.zeros(users.shape)
+        K = self.arms
+        exact = users > 0 if draws == "exact" else (users > 0) & (users < EXACT_BELOW)
+        if np.any(exact):
+            cell = np.flatnonzero(exact.ravel())
+            m = users.ravel()[cell]
+            arm = np.repeat(cell % K, m)
+            q = self.mean_tasks / self.max_tasks
+            a, b = self.dispersion * q, self.dispersion * (1 - q)
+            # degenerate arms (mu = 0 or R) have p fixed at q
+            p = np.where((a[arm] > 0) & (b[arm] > 0),
+                         rng.beta(np.maximum(a[arm], 1e-300), np.maximum(b[arm], 1e-300)), q[arm])
+            x = rng.binomial(self.max_tasks, p)
+            flat = out.ravel()
+            flat[cell] = np.bincount(np.repeat(np.arange(cell.size), m), weights=x, minlength=cell.size)
+            out = flat.reshape(users.shape)
+        big = (users >= EXACT_BELOW) & ~exact
+        if np.any(big):
+            m = users[big]
+            arm = np.nonzero(big)[1]
+            mean = m * self.mean_tasks[arm]
+            sd = np.sqrt(m * self.user_variance()[arm])
+            out[big] = np.clip(np.round(rng.normal(mean, sd)), 0, m * self.max_tasks)
+        return out
+
+
+def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
+    """The note's fixed instances (§3.3): ``"C"`` (with ``group_size`` 5 or 20), ``"A"``, ``"B"``."""
+    if name == "C":
+        if group_size is None:
+            raise ValueError("group_size must be given for family C (the note uses 5 and 20)")
+        return ISPInstance([2.5, 3, 3.5, 4, 5], integer("group_size", group_size, low=1),
+                           [4, 6, 8.4, 8.4, 6.5])
+    if name == "A":
+        c, g, rho = np.array([1.0, 2, 4, 5, 8]), np.array([3, 6, 10, 15, 25]), np.array([8.0, 12, 18, 15, 10])
+        return ISPInstance(c, g, rho * c / g)
+    if name == "B":
+        c, g, rho = np.array([2.0, 3, 4, 5, 6]), np.array([5, 8, 10, 15, 20]), np.array([14.0, 16, 18, 17, 15])
+        return ISPInstance(c, g, rho * c / g)
+    raise ValueError(f"name must be 'C', 'A' or 'B', got {name!r}")
+
+
+def random_instances(count: int, rng: np.random.Generator, arms: int = 5) -> list[ISPInstance]:
+    """The note's random family: common ``g ~ U{5..20}``, ``mu ~ U(3, 9)``, ``rho ~ U(10, 20)``,
+    ``c = round(g mu / rho, 0.1)`` (§3.3)."""
+    count = integer("count", count, low=1)
+    arms = integer("arms", arms, low=2)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator")
+    out = []
+    for _ in range(count):
+        g = int(rng.integers(5, 21))
+        mu = rng.uniform(3, 9, arms)
+        rho = rng.uniform(10, 20, arms)
+        c = np.maximum(np.round(g * mu / rho, 1), 0.1)
+        out.append(ISPInstance(c, g, mu))
+    return out
+
+
+# ------------------------------------------------------------------ simulation state
+@dataclass
+class State:
+    """What a policy sees for all runs at the start of a period (nothing of the truth)."""
+
+    instance: ISPInstance
+    budget: float
+    periods: int
+    residual: FloatArray  # (runs,) money left
+    users: FloatArray     # (runs, K) users observed per arm, N_i
+    tasks: FloatArray     # (runs, K) their total tasks, S_i
+    pulls: FloatArray     # (runs, K) contests run per arm
+    period: int = 0       # 0-based index of the current period
+    memo: dict = field(default_factory=dict)  # a policy's own arrays
+
+    @property
+    def left(self) -> int:
+        """Periods left, the current one included (``L`` in the note)."""
+        return self.periods - self.period
+
+    def estimates(self) -> FloatArray:
+        """``rho_hat_i = (g_i / c_i) S_i / N_i``, ``-inf`` for an unexplored arm (§4, EST)."""
+        inst = self.instance
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.users > 0, self.tasks / np.where(self.users > 0, self.users, 1), -np.inf)
+        return np.where(self.users > 0, inst.group_sizes * mean / inst.costs, -np.inf)
+
+
+# ------------------------------------------------------------------ building blocks (§4)
+def round_robin(money: FloatArray, active: NDArray[np.bool_], costs: FloatArray) -> IntArray:
+    """One contest per active arm in turn while affordable (ROUND_ROBIN), for every run."""
+    runs, K = active.shape
+    n = np.zeros((runs, K), dtype=np.int64)
+    b = np.asarray(money, dtype=float).copy()
+    sweep = active @ costs
+    full = np.where(sweep > 0, np.floor(b / np.where(sweep > 0, sweep, 1.0)), 0).astype(np.int64)
+    n += full[:, None] * active
+    b -= full * sweep
+    while True:
+        bought = False
+        for i in range(K):
+            ok = active[:, i] & (costs[i] <= b + 1e-9)
+            if np.any(ok):
+                n[ok, i] += 1
+                b[ok] -= costs[i]
+                bought = True
+        if not bought:
+            return n
+
+
+def density_greedy(money: FloatArray, score: FloatArray, costs: FloatArray) -> IntArray:
+    """As many contests of the best-scored arm as affordable, then the next (DENSITY_GREEDY)."""
+    runs, K = score.shape
+    order = np.argsort(-score, axis=1, kind="stable")
+    n = np.zeros((runs, K), dtype=np.int64)
+    b = np.asarray(money, dtype=float).copy()
+    rows = np.arange(runs)
+    for k in range(K):
+        arm = order[:, k]
+        cnt = np.floor((b + 1e-9) / costs[arm]).astype(np.int64)
+        n[rows, arm] += cnt
+        b -= cnt * costs[arm]
+    return n
+
+
+def stepped_exploit(state: State, score: FloatArray) -> IntArray:
+    """One period of STEPPED_EXPLOIT: ``floor(B_res / (L c_lead))`` contests of the leader,
+    or, in the last period, the density-greedy fill of everything left (§4)."""
+    c = state.instance.costs
+    if state.left <= 1:
+        return density_greedy(state.residual, score, c)
+    affordable = c[None, :] <= state.residual[:, None] + 1e-9
+    lead = np.argmax(np.where(affordable, score, -np.inf), axis=1)
+    cnt = np.floor((state.residual + 1e-9) / (state.left * c[lead])).astype(np.int64)
+    cnt = np.where(affordable.any(axis=1), cnt, 0)
+    n = np.zeros_like(state.users, dtype=np.int64)
+    n[np.arange(n.shape[0]), lead] = cnt
+    return n
+
+
+# ------------------------------------------------------------------ policies (§5)
+class Policy:
+    """A policy decides, for all runs at once, how many contests of each arm to run this period.
+
+    Subclasses implement :meth:`decide` (return a ``(runs, K)`` integer array whose
+    cost fits ``state.residual``); they may keep arrays in ``state.memo``. To add a
+    policy, subclass this and pass an instance to :func:`simulate`.
+    """
+
+    name = "policy"
+
+    def decide(self, state: State) -> IntArray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Optimal(Policy):
+    """The oracle: density-greedy on the *true* effectiveness, all in period 1 (§5.7)."""
+
+    name = "optimal"
+
+    def decide(self, state: State) -> IntArray:
+        if state.period > 0:
+            return np.zeros(state.users.shape, dtype=np.int64)
+        inst = state.instance
+        score = np.broadcast_to(inst.effectiveness, state.users.shape)
+        return density_greedy(state.residual, score, inst.costs)
+
+
+def _explore_evenly(state: State, money: float) -> IntArray:
+    """Period 1 of the epsilon policies: ROUND_ROBIN(max(money, sum c), all arms) (§5.2)."""
+    c = state.instance.costs
+    cap = np.minimum(state.residual, max(money, float(c.sum())))
+    return round_robin(cap, np.ones(state.users.shape, dtype=bool), c)
+
+
+class EpsilonFirst(Policy):
+    """epsilon-first (Tran-Thanh et al. 2010), deadline version: explore ``eps B`` in
+    period 1, commit the rest density-greedily in period 2 (§5.3)."""
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        self.epsilon = real("epsilon", epsilon, low=0.0, high=1.0)
+        self.name = f"epsilon_first({self.epsilon:g})"
+
+    def decide(self, state: State) -> IntArray:
+        if state.period == 0:
+            return _explore_evenly(state, self.epsilon * state.budget)
+        if state.period == 1:
+            return density_greedy(state.residual, state.estimates(), state.instance.costs)
+        return np.zeros(state.users.shape, dtype=np.int64)
+
+
+class SteppedEpsilonFirst(Policy):
+    """Stepped epsilon-first (the seed's Section 3.2): explore ``eps B`` evenly in period 1,
+    then stepped exploitation, then a final greedy fill (§5.2)."""
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        self.epsilon = real("epsilon", epsilon, low=0.0, high=1.0)
+        self.name = f"stepped_epsilon_first({self.epsilon:g})"
+
+    def decide(self, state: State) -> IntArray:
+        if state.period == 0:
+            return _explore_evenly(state, self.epsilon * state.budget)
+        return stepped_exploit(state, state.estimates())
+
+
+def hais_targets(state: State, m0: int, p: float) -> FloatArray:
+    """HAIS's phase-2 targets ``N*_i`` in users (§5.1), for every run.
+
+    With ``R'_i = R g_i / c_i`` and gaps ``D_j`` to the empirical leader ``b``:
+    ``N*_j = max(m0, ceil(R'_j^2 ln(1/(1-p)) / D_j^2))`` for ``j != b`` and
+    ``N*_b`` the same with the smallest gap. A zero gap gives an infinite target.
+    """
+    inst = state.instance
+    rho = state.estimates()
+    lead = np.argmax(rho, axis=1)
+    rows = np.arange(rho.shape[0])
+    gap = rho[rows, lead][:, None] - rho
+    gap[rows, lead] = np.inf
+    gap_b = gap.min(axis=1)
+    gap[rows, lead] = gap_b
+    Rp2 = (inst.max_tasks * inst.group_sizes / inst.costs) ** 2
+    log_term = math.log(1.0 / (1.0 - p))
+    with np.errstate(divide="ignore"):
+        target = np.ceil(Rp2[None, :] * log_term / gap**2)
+    return np.maximum(target, m0)
+
+
+class HAIS(Policy):
+    """Hoeffding-based Adaptive Incentive Selection (the seed's Section 3.1; §5.1 of the note).
+
+    1. Period 1: ``ceil(m0 / g_i)`` contests of every arm (at least ``m0`` users each).
+    2. Period 2, if at least 3 periods remain: top every arm up to its Hoeffding
+       target (:func:`hais_targets`), capped by what the budget can buy and, in
+       total, by ``eta`` times the residual budget. No extra contest: a stepped period.
+    3. Later periods: stepped exploitation on the estimates; the last period fills greedily.
+    """
+
+    def __init__(self, m0: int = 20, p: float = 0.5, eta: float = 0.25) -> None:
+        self.m0 = integer("m0", m0, low=1)
+        self.p = real("p", p, low=0.0, high=1.0, high_open=True)
+        self.eta = real("eta", eta, low=0.0, high=1.0)
+        self.name = f"hais({self.m0}, {self.p:g})" + ("" if self.eta == 0.25 else f" eta={self.eta:g}")
+
+    def decide(self, state: State) -> IntArray:
+        inst = state.instance
+        c, g = inst.costs, inst.group_sizes
+        if state.period == 0:
+            first = np.ceil(self.m0 / g).astype(np.int64)
+            if first @ c <= state.budget:
+                return np.broadcast_to(first, state.users.shape).copy()
+            return round_robin(state.residual, np.ones(state.users.shape, dtype=bool), c)
+        if state.period == 1 and state.left >= 3:
+            target = hais_targets(state, self.m0, self.p)
+            target = np.minimum(target, state.users + g * state.residual[:, None] / c)
+            extra = np.ceil(np.maximum(target - state.users, 0) / g).astype(np.int64)
+            spend = extra @ c
+            limit = self.eta * state.residual
+            over = spend > limit
+            if np.any(over):
+                scale = np.where(over, limit / np.where(spend > 0, spend, 1.0), 1.0)
+                extra = np.where(over[:, None], np.floor(extra * scale[:, None]), extra).astype(np.int64)
+            none = extra.sum(axis=1) == 0
+            if np.any(none):
+                extra[none] = stepped_exploit(state, state.estimates())[none]
+            return extra
+        return stepped_exploit(state, state.estimates())
+
+
+def _fkube_index(state: State, pulls: FloatArray, t: FloatArray) -> FloatArray:
+    """fKUBE's UCB density ``(mu_hat + sqrt(2 ln t / n)) / c`` on pulls scaled to [0, 1] (§5.4)."""
+    inst = state.instance
+    scale = float(inst.group_sizes.max() * inst.max_tasks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = state.tasks / np.where(state.pulls > 0, state.pulls, 1) / scale
+        bonus = np.sqrt(2 * np.log(np.maximum(t, 1.0))[:, None] / np.where(pulls > 0, pulls, 1))
+    return np.where(pulls > 0, (mu + bonus) / inst.costs, np.inf)
+
+
+class FKUBE(Policy):
+    """Fractional KUBE (Tran-Thanh et al. 2012), batched into periods (§5.4).
+
+    Period 1 pulls every arm once. In a later period the slice ``B_res / L`` (all of
+    it in the last period) is scheduled one pull at a time by the UCB density, with
+    the means frozen and the pull counts increased virtually.
+    """
+
+    name = "fkube"
+
+    def decide(self, state: State) -> IntArray:
+        c = state.instance.costs
+        runs, K = state.users.shape
+        if state.period == 0:
+            return round_robin(np.minimum(state.residual, float(c.sum())), np.ones((runs, K), dtype=bool), c)
+        money = state.residual / state.left if state.left > 1 else state.residual.copy()
+        n = np.zeros((runs, K), dtype=np.int64)
+        pulls = state.pulls.astype(float).copy()
+        t = pulls.sum(axis=1)
+        rows = np.arange(runs)
+        live = np.ones(runs, dtype=bool)
+        while True:
+            affordable = c[None, :] <= money[:, None] + 1e-9
+            live &= affordable.any(axis=1)
+            if not live.any():
+                break
+            idx = np.where(affordable, _fkube_index(state, pulls, t + 1), -np.inf)
+            arm = np.argmax(idx, axis=1)
+            r, a = rows[live], arm[live]
+            n[r, a] += 1
+            pulls[r, a] += 1
+            t[r] += 1
+            money[r] -= c[a]
+        return n
+
+
+class SteppedFKUBE(Policy):
+    """Stepped fKUBE (the seed's benchmark): period 1 pulls every arm once, then stepped
+    exploitation on the fKUBE index, and a greedy fill by the same index (§5.5)."""
+
+    name = "stepped_fkube"
+
+    def decide(self, state: State) -> IntArray:
+        c = state.instance.costs
+        runs, K = state.users.shape
+        if state.period == 0:
+            return round_robin(np.minimum(state.residual, float(c.sum())), np.ones((runs, K), dtype=bool), c)
+        return stepped_exploit(state, _fkube_index(state, state.pulls, state.pulls.sum(axis=1)))
+
+
+class SOAAv(Policy):
+    """Survival of the Above Average, adapted to periods (§5.6).
+
+    ``mode="batched"`` (default) spends ``B_res / L`` per period by round robin over
+    the active arms; ``mode="pass"`` runs one contest per active arm per period.
+    After each period the active set becomes every arm with ``rho_hat >= (1 + x)``
+    times the mean over the arms just pulled (the empirical best if none). The
+    last period spends the rest over the survivors and fills the remainder greedily.
+    """
+
+    def __init__(self, x: float = 0.0, mode: str = "batched") -> None:
+        self.x = real("x", x, low=0.0)
+        if mode not in ("batched", "pass"):
+            raise ValueError(f"mode must be 'batched' or 'pass', got {mode!r}")
+        self.mode = mode
+        self.name = "soaav" if mode == "batched" else "soaav_pass"
+
+    def decide(self, state: State) -> IntArray:
+        c = state.instance.costs
+        runs, K = state.users.shape
+        active = state.memo.get("active")
+        if active is None:
+            active = np.ones((runs, K), dtype=bool)
+        elif "last" in state.memo:
+            rho = state.estimates()
+            pulled = state.memo["last"] > 0
+            with np.errstate(invalid="ignore"):
+                mean = np.where(pulled, rho, 0).sum(axis=1) / np.maximum(pulled.sum(axis=1), 1)
+            active = (rho >= (1 + self.x) * mean[:, None]) & np.isfinite(rho)
+            none = ~active.any(axis=1)
+            active[none, np.argmax(rho[none], axis=1)] = True
+        if state.left <= 1:
+            n = round_robin(state.residual, active, c)
+            n += density_greedy(state.residual - n @ c, state.estimates(), c)
+        elif self.mode == "pass" and state.period > 0:
+            n = np.where(active & (c[None, :] <= state.residual[:, None] + 1e-9), 1, 0).astype(np.int64)
+            over = n @ c > state.residual + 1e-9
+            n[over] = round_robin(state.residual[over], active[over], c)
+        else:
+            money = state.residual / state.left
+            if state.period == 0:
+                money = np.minimum(state.residual, np.maximum(money, float(c.sum())))
+            n = round_robin(money, active, c)
+        state.memo["active"], state.memo["last"] = active, n
+        return n
+
+
+#: The policies of the chapter under their fixed names (defaults of the note).
+POLICIES: dict[str, Policy] = {
+    "hais": HAIS(20, 0.5),
+    "stepped_epsilon_first": SteppedEpsilonFirst(0.1),
+    "epsilon_first": EpsilonFirst(0.1),
+    "fkube": FKUBE(),
+    "stepped_fkube": SteppedFKUBE(),
+    "soaav": SOAAv(0.0, "batched"),
+    "soaav_pass": SOAAv(0.0, "pass"),
+    "optimal": Optimal(),
+}
+
+
+# ------------------------------------------------------------------ the simulator
+def _resolve(policy: Any) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {sorted(POLICIES)} or a Policy, got {policy!r}")
+        return POLICIES[policy]
+    raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+
+
+def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, runs: int,
+             seed: Any, *, draws: str = "auto") -> FloatArray:
+    """Total tasks of ``runs`` independent runs of ``policy`` (vectorised over runs).
+
+    ``seed`` seeds :func:`numpy.random.default_rng` (an int or a sequence of ints):
+    the same seed gives the same array. A policy that tries to spend more than
+    what is left raises ``RuntimeError``: no run ever spends more than ``budget``.
+    """
+    if not isinstance(instance, ISPInstance):
+        raise TypeError(f"instance must be an ISPInstance, got {type(instance).__name__}")
+    pol = _resolve(policy)
+    B = real("budget", budget, low=0.0, low_open=True)
+    T = integer("periods", periods, low=2)
+    n = integer("runs", runs, low=1)
+    if draws not in ("auto", "exact"):
+        raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+    rng = np.random.default_rng(seed)
+    K = instance.arms
+    state = State(instance, B, T, np.full(n, B), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)))
+    total = np.zeros(n)
+    for t in range(T):
+        state.period = t
+        counts = np.asarray(pol.decide(state), dtype=np.int64)
+        if counts.shape != (n, K) or np.any(counts < 0):
+            raise RuntimeError(f"{pol}: decide() must return non-negative counts of shape {(n, K)}")
+        cost = counts @ instance.costs
+        if np.any(cost > state.residual + 1e-9):
+            raise RuntimeError(f"{pol} tried to spend more than the residual budget in period {t + 1}")
+        state.residual = np.maximum(state.residual - cost, 0.0)
+        users = counts * instance.group_sizes
+        tasks = instance.draw(users, rng, draws)
+        state.users += users
+        state.tasks += tasks
+        state.pulls += counts
+        total += tasks.sum(axis=1)
+    return total
+
+
+def simulate_loop(instance: ISPInstance, policy: Any, budget: float, periods: int, runs: int,
+                  seed: Any, *, draws: str = "auto") -> FloatArray:
+    """The plain per-run loop reference: :func:`simulate` one run at a time.
+
+    Used only by the benchmark, to measure what vectorising over runs buys.
+    """
+    return np.concatenate([simulate(instance, policy, budget, periods, 1, [*np.atleast_1d(seed), r],
+                                    draws=draws) for r in range(integer("runs", runs, low=1))])
+
+
+# ------------------------------------------------------------------ experiments (§6)
+#: two-sided 99 % normal quantile, z_0.995
+Z99 = 2.5758293035489004
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One cell of the experiment grid: an instance family, a budget and a deadline.
+
+    ``family`` is ``"C"`` (with ``group_size``), ``"A"``, ``"B"`` or ``"random"``
+    (a fresh random instance every ``runs_per_instance`` runs, §3.3).
+    """
+
+    family: str
+    budget: float
+    periods: int
+    group_size: int | None = None
+    runs_per_instance: int = 10
+
+    @property
+    def label(self) -> str:
+        fam = f"C({self.group_size})" if self.family == "C" else self.family
+        return f"{fam} {self.budget:g}/{self.periods}"
+
+
+def percent_of_optimal(setting: Setting, policies: list[Any], runs: int, seed: int) -> dict[str, FloatArray]:
+    """Per-run totals and %Opt (total / Optimal's total in the same run index, in %).
+
+    Returns ``optimal_total`` (``runs``,), and ``totals`` and ``pct`` of shape
+    ``(len(policies), runs)`` in the order given. Policy ``j`` uses seeds
+    ``[seed, j, ...]``; Optimal uses ``[seed, 999, ...]``.
+    """
+    runs = integer("runs", runs, low=1)
+    pols = [_resolve(p) for p in policies]
+    if setting.family == "random":
+        per = setting.runs_per_instance
+        count = -(-runs // per)
+        insts = random_instances(count, np.random.default_rng([seed, 777]))
+        chunks = [(inst, min(per, runs - k * per)) for k, inst in enumerate(insts)]
+    else:
+        chunks = [(instance_family(setting.family, setting.group_size), runs)]
+    opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, [seed, 999, k])
+                          for k, (inst, m) in enumerate(chunks)])
+    totals = np.array([np.concatenate([simulate(inst, pol, setting.budget, setting.periods, m, [seed, j, k])
+                                       for k, (inst, m) in enumerate(chunks)])
+                       for j, pol in enumerate(pols)]).reshape(len(pols), runs)
+    return {"optimal_total": opt, "totals": totals, "pct": 100.0 * totals / opt}
+
+
+def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: int,
+             progress: bool = True) -> dict[str, FloatArray]:
+    """Mean %Opt and mean total tasks with 99 % CI half-widths for every (setting, policy).
+
+    Arrays of shape ``(len(settings), len(policies))``: ``pct``, ``pct_half``,
+    ``total``, ``total_half``; plus ``optimal`` and ``optimal_half`` per setting.
+    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (§6).
+    """
+    runs = integer("runs", runs, low=2)
+    out = {}
+    cells = [percent_of_optimal(st, policies, runs, seed + 1000 * s_idx)
+             for s_idx, st in enumerate(tqdm(settings, disable=not progress, desc="settings",
+                                             file=sys.stderr, mininterval=2.0))]
+    half = lambda a, axis: Z99 * a.std(axis=axis, ddof=1) / math.sqrt(runs)
+    out["pct"] = np.array([c["pct"].mean(axis=1) for c in cells])
+    out["pct_half"] = np.array([half(c["pct"], 1) for c in cells])
+    out["total"] = np.array([c["totals"].mean(axis=1) for c in cells])
+    out["total_half"] = np.array([half(c["totals"], 1) for c in cells])
+    out["optimal"] = np.array([c["optimal_total"].mean() for c in cells])
+    out["optimal_half"] = np.array([half(c["optimal_total"], 0) for c in cells])
+    return out
+
+
+def benchmark(instance: ISPInstance, policies: list[Any], budget: float, periods: int,
+              runs: int = 2000, loop_runs: int = 200, seed: int = 0) -> list[tuple[str, float, float]]:
+    """Runs per second of :func:`simulate` (vectorised) and :func:`simulate_loop` (per run).
+
+    Both are timed in the same call, so their ratio is meaningful on any machine.
+    Returns ``(policy name, vectorised runs/s, loop runs/s)`` per policy.
+    """
+    rows = []
+    for pol in (_resolve(p) for p in policies):
+        t0 = time.perf_counter()
+        simulate(instance, pol, budget, periods, runs, seed)
+        vec = runs / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        simulate_loop(instance, pol, budget, periods, loop_runs, seed)
+        loop = loop_runs / (time.perf_counter() - t0)
+        rows.append((pol.name, vec, loop))
+    return rows
