@@ -243,6 +243,10 @@ def _instance(costs: Any, utilities: Any, budget: Any) -> tuple[FloatArray, Floa
     if np.any(u <= 0):
         raise ValueError(f"every entry of utilities must be > 0, got min {u.min():g}")
     B = real("budget", budget, low=0.0, low_open=True)
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(c / u)):
+            raise ValueError("costs / utilities must be finite: a utility is too small for its cost "
+                             f"(largest ratio {np.max(c / u):g})")
     return c, u, B
 
 
@@ -443,12 +447,15 @@ NEAR_DIRECT_FACTOR = 2
 
 
 def _fast_rates(rule: AllocationRule, rho: FloatArray, c: FloatArray, u: FloatArray,
-                B: float, r_star: float, lo: FloatArray) -> FloatArray:
-    """All r_i at once: Chebyshev (far sellers) + Taylor prefix sums (near) + Illinois."""
-    r_lo = float(lo.min())
-    span = r_star - r_lo
+                B: float, r_star: float, lo: FloatArray, which: NDArray[np.int_]) -> FloatArray:
+    """r_i for the sellers ``which`` at once: Chebyshev (far sellers) + Taylor prefix sums
+    (near) + Illinois. The representation spans the widest bracket among ``which``."""
     rates = np.full(c.size, r_star)
-    todo = np.flatnonzero(lo < r_star)
+    todo = which[lo[which] < r_star]
+    if todo.size == 0:
+        return rates
+    r_lo = float(lo[todo].min())
+    span = r_star - r_lo
     if todo.size == 0 or span <= 0:
         return rates
     p0 = float(rule.unit_payment(np.zeros(1))[0])
@@ -461,9 +468,10 @@ def _fast_rates(rule: AllocationRule, rho: FloatArray, c: FloatArray, u: FloatAr
 
     cheb = None
     if rho_f.size:
-        # r p(rho/r) is analytic for r > (1 - 1/e) rho (phi*'s log) -- and everywhere for the
-        # linear rule -- so the interpolant converges like rho_B^-deg, rho_B the Bernstein
-        # ellipse through (1 - 1/e) max(rho_far) (the chapter checks the accuracy)
+        # r p(rho/r) is analytic for r > (1 - 1/e) rho (phi*'s log; for the linear rule the only
+        # singularity is the pole at r = 0, farther away), so the interpolant converges like
+        # rho_B^-deg, rho_B the Bernstein ellipse through (1 - 1/e) max(rho_far); the tests
+        # compare with the naive method
         mid, half = 0.5 * (r_lo + r_star), 0.5 * span
         t = (mid - Q * float(rho_f.max())) / half
         ellipse = t + math.sqrt(max(t * t - 1.0, 0.0))
@@ -560,7 +568,17 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -
     lo = _lemma9_bracket(rl, c, u, B, r_star)
     if np.any(lo < r_star * (1.0 - FAST_THETA_LIMIT)):
         return mechanism2_naive(c, u, B, rl)
-    rates = _fast_rates(rl, rho, c, u, B, r_star, lo)
+    # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
+    # (a seller with a large cost or utility) get their own representation, so that one
+    # outlier does not widen the bracket, the near set and the Taylor order for everybody
+    theta = 1.0 - lo / r_star
+    pos = np.flatnonzero(theta > 0)
+    rates = np.full(c.size, r_star)
+    if pos.size:
+        cut = 2.0 * float(np.quantile(theta[pos], 0.99))
+        for tier in (pos[theta[pos] <= cut], pos[theta[pos] > cut]):
+            if tier.size:
+                rates[tier] = _fast_rates(rl, rho, c, u, B, r_star, lo, tier)[tier]
     x = rho / rates
     return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u)
 

@@ -221,3 +221,27 @@ def test_bad_input_names_the_parameter(call, match):
 def test_wrong_types_name_the_parameter(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_one_big_seller_gets_an_exact_rate_without_slowing_the_rest():
+    # one seller with theta_i near the fast-path limit used to widen everybody's bracket
+    rng = np.random.default_rng(9)
+    n = 20_000
+    c, u = rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)
+    B = 0.25 * c.sum()
+    r1 = P.mechanism1(c, u, B).rate
+    c, u = np.append(c, 0.2 * B), np.append(u, 0.2 * B / (r1 * P.OPTIMAL_RULE.unit_payment(0.0)))
+    fast = P.mechanism2(c, u, B)
+    rho = c / u
+    pay = P.OPTIMAL_RULE.unit_payment
+    for i in [n, 0, 1, int(np.argmin(np.abs(rho - fast.stopping_rate)))]:  # the big one and a few others
+        def excess(r, i=i):
+            return r * np.dot(u, pay(rho / r)) + u[i] * r * (pay(0.0) - pay(rho[i] / r)) - B
+        root = optimize.brentq(excess, 0.5 * fast.stopping_rate, fast.stopping_rate, xtol=1e-16)
+        assert fast.rates[i] == pytest.approx(root, rel=1e-12)
+    assert fast.payments.sum() <= B * (1 + 1e-12)
+
+
+def test_an_overflowing_rate_is_refused_not_looped_on():
+    with pytest.raises(ValueError, match="utilities"):
+        P.mechanism1([1e10, 1.0], [1e-300, 1.0], 1.0)
