@@ -7,6 +7,8 @@ One module per topic:
 * :mod:`crowdlib.contests` -- optimal participation, CSEC and PSEC mechanisms.
 * :mod:`crowdlib.contracts` -- Luce contracts for a budget-constrained principal.
 * :mod:`crowdlib.procurement` -- budget-feasible mechanisms for large markets.
+* :mod:`crowdlib.bandits` -- adaptive incentive selection under a budget and a deadline.
+* :mod:`crowdlib.rating` -- rating protocols for the crowdsourcing contest dilemma.
 * :mod:`crowdlib.book` -- figure saving and result caching for the chapters.
 """
 

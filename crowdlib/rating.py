@@ -1,0 +1,443 @@
+"""Rating protocols for the crowdsourcing contest dilemma (Lu et al., arXiv:1712.09846).
+
+The seed lost every formula, Table II and Section V. The reference note
+(``shared/reference/rating-protocol.md``) reconstructs a stage game that agrees
+with the surviving prose and derives the protocol's mathematics inside it;
+section numbers below (§) are the note's. What the prose fixes is the paper's
+([R]); every closed form here is our derivation ([D]), checked in the chapter.
+
+How the open points are resolved (note §3.2, §4, §16):
+
+* Stage game "L" (leader-laggard): after stage 1 one worker is ahead (1/2 each
+  if both chose alike, ``w`` for C against S); only the laggard attacks, at cost
+  ``a``, overturning the standing with probability ``d``. Variant ``"L'"``: only
+  a crowdsourced solution can be attacked.
+* Monitoring: each stage's record is flipped independently with probability
+  ``eps1`` (stage 1) or ``eps2`` (stage 2). So CN is recorded as CN with
+  probability ``q_N = (1 - eps1)(1 - eps2)``; a CA deviator in game L with
+  probability ``(1 - eps1) / 2``; ``K = (1 - eps1)(1 - 2 eps2)`` is twice the
+  detection margin.
+* The rating scheme acts on the *recorded* action (Eq. (1)); the requester
+  gets the task's value 1 when it reports the task fulfilled, with probability
+  ``q_N`` (Eq. (18)).
+* Design (Definition 3) fixes ``P_min = 0`` as the paper does after Theorem 1;
+  :func:`best_protocol_free_pmin` drops that restriction (the erratum).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import optimize
+
+from ._validation import integer, real, real_vector
+
+__all__ = [
+    "StageGame",
+    "stage_game",
+    "pure_equilibria",
+    "equilibrium_mask",
+    "transition_matrix",
+    "stationary_distribution",
+    "long_term_utilities",
+    "value_gap",
+    "ACTIONS",
+    "action_table",
+    "best_responses",
+    "sustainable",
+    "requester_utility",
+    "Protocol",
+    "design_protocol",
+    "design_protocol_exact",
+    "design_protocol_brute",
+    "best_protocol_free_pmin",
+]
+
+FloatArray = NDArray[np.float64]
+
+
+def _prob(name: str, value: Any) -> float:
+    return real(name, value, low=0.0, high=1.0)
+
+
+def _nonneg(name: str, value: Any) -> float:
+    return real(name, value, low=0.0)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    v = real_vector(name, value, low=0.0, length=2, length_name="worker i, worker j")
+    return float(v[0]), float(v[1])
+
+
+def _delta(delta: Any) -> float:
+    return real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+# ------------------------------------------------------------------ the stage game (§3)
+@dataclass(frozen=True)
+class StageGame:
+    """The reduced stage-1 game (our Table II): payoffs and expected attacks per outcome.
+
+    Rows are worker i's action, columns worker j's, in the order (C, S).
+    """
+
+    payoff_i: FloatArray
+    payoff_j: FloatArray
+    attacks: FloatArray
+
+
+def _nonneg_array(name: str, value: Any) -> FloatArray:
+    arr = np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must be finite and >= 0")
+    return arr
+
+
+def stage_game(c_i: Any, c_j: Any, a_i: Any, a_j: Any, d: Any, w: float = 1.0,
+               variant: str = "L") -> StageGame:
+    """Reduced stage-1 payoffs with stage 2 folded in (note §3.2), for scalars or arrays.
+
+    ``variant`` is ``"L"`` (leader-laggard) or ``"L'"`` (only a crowdsourced
+    solution can be attacked). The laggard attacks iff ``d > a``. Array
+    arguments broadcast; the result's arrays have shape ``(..., 2, 2)``. (The
+    note's third reading, an attack that shifts ``d`` of the winning
+    probability, has no pure equilibrium in its attack subgame once
+    probabilities are clipped at 1, so the chapter discusses it for the CC
+    subgame only.)
+    """
+    c_i, c_j, a_i, a_j = (_nonneg_array(n, v) for n, v in (("c_i", c_i), ("c_j", c_j), ("a_i", a_i), ("a_j", a_j)))
+    d = _nonneg_array("d", d)
+    if np.any(d > 1):
+        raise ValueError("d must be in [0, 1]")
+    w = real("w", w, low=0.5, high=1.0)
+    if variant not in ("L", "L'"):
+        raise ValueError(f"variant must be 'L' or \"L'\", got {variant!r}")
+    shape = np.broadcast_shapes(c_i.shape, c_j.shape, a_i.shape, a_j.shape, d.shape)
+    P_i, P_j, att = (np.zeros(shape + (2, 2)) for _ in range(3))
+    for r in (0, 1):          # i: C, S
+        for k in (0, 1):      # j: C, S
+            ahead = 0.5 if r == k else (w if r == 0 else 1 - w)  # P(i leads after stage 1)
+            i_att = (d > a_i) & (variant == "L" or k == 0)      # i attacks j's solution when behind
+            j_att = (d > a_j) & (variant == "L" or r == 0)
+            win_i = ahead * (1 - d * j_att) + (1 - ahead) * d * i_att
+            P_i[..., r, k] = win_i - (c_i if r == 0 else 0.0) - (1 - ahead) * a_i * i_att
+            P_j[..., r, k] = (1 - win_i) - (c_j if k == 0 else 0.0) - ahead * a_j * j_att
+            att[..., r, k] = (1 - ahead) * i_att + ahead * j_att
+    return StageGame(P_i, P_j, att)
+
+
+def equilibrium_mask(game: StageGame) -> NDArray[np.bool_]:
+    """``mask[..., r, k]``: whether (r, k) is a pure Nash equilibrium (rows/cols: C, S)."""
+    A, B = game.payoff_i, game.payoff_j
+    return (A >= A[..., ::-1, :] - 1e-12) & (B >= B[..., :, ::-1] - 1e-12)
+
+
+def pure_equilibria(game: StageGame) -> list[tuple[str, str]]:
+    """Pure Nash equilibria of one reduced 2x2 game, as action pairs like ("C", "S")."""
+    mask = equilibrium_mask(game)
+    if mask.shape != (2, 2):
+        raise ValueError("pure_equilibria takes one game; use equilibrium_mask for arrays")
+    names = ("C", "S")
+    return [(names[r], names[k]) for r in (0, 1) for k in (0, 1) if mask[r, k]]
+
+
+# ------------------------------------------------------------------ rating dynamics (§5)
+def _errors(eps1: Any, eps2: Any) -> tuple[float, float, float]:
+    e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
+    qN = (1 - e1) * (1 - e2)
+    return qN, 1 - qN, (1 - e1) * (1 - 2 * e2)
+
+
+def transition_matrix(alpha: float, beta: float, eps1: float, eps2: float) -> FloatArray:
+    """Eq. (3): ``M[theta, theta']`` for a population that complies (plays CN)."""
+    a, b = _prob("alpha", alpha), _prob("beta", beta)
+    qN, eb, _ = _errors(eps1, eps2)
+    return np.array([[1 - a * qN, a * qN], [b * eb, 1 - b * eb]])
+
+
+def stationary_distribution(alpha: float, beta: float, eps1: float, eps2: float) -> tuple[float, float]:
+    """Eqs. (4)-(5): ``(eta0, eta1) = (beta eps_bar, alpha q_N) / (alpha q_N + beta eps_bar)``.
+
+    Unique iff ``s = alpha q_N + beta eps_bar > 0``; ``ValueError`` otherwise.
+    """
+    a, b = _prob("alpha", alpha), _prob("beta", beta)
+    qN, eb, _ = _errors(eps1, eps2)
+    s = a * qN + b * eb
+    if s <= 0:
+        raise ValueError("the stationary distribution is not unique: alpha q_N + beta eps_bar = 0 "
+                         f"(alpha={a:g}, beta={b:g}, eps1, eps2 give q_N={qN:g})")
+    return b * eb / s, a * qN / s
+
+
+# ------------------------------------------------------------------ utilities (§6-7)
+#: the worker's actions against a compliant opponent (game L, w = 1)
+ACTIONS = ("CN", "CA", "SN", "SA")
+
+
+def action_table(cost: float, attack_cost: float, damage: float, p_min: float, p_max: float,
+                 eps1: float, eps2: float) -> tuple[FloatArray, FloatArray]:
+    """One-period payoffs ``u[action, theta]`` and recorded-CN probabilities ``q[action]``.
+
+    Against a compliant opponent in game L with ``w = 1`` (§6): CN pays
+    ``P/2 - c``; CA (attacks when behind) ``(1 + d) P / 2 - c - a / 2``; SN ``0``;
+    SA ``d P - a``. Recorded as CN with probability ``q_N``, ``(1 - eps1)/2``,
+    ``eps1 (1 - eps2)`` and ``eps1 eps2``.
+    """
+    c, a, d = _nonneg("cost", cost), _nonneg("attack_cost", attack_cost), _prob("damage", damage)
+    P = np.array([_prob("p_min", p_min), _prob("p_max", p_max)])
+    e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
+    u = np.vstack([P / 2 - c, (1 + d) * P / 2 - c - a / 2, np.zeros(2), d * P - a])
+    q = np.array([(1 - e1) * (1 - e2), (1 - e1) / 2, e1 * (1 - e2), e1 * e2])
+    return u, q
+
+
+def _kernel(alpha: float, beta: float, q: FloatArray) -> FloatArray:
+    """``T[action, theta, theta']`` of the rating rule (1) for recorded-CN probabilities ``q``."""
+    T = np.zeros((q.size, 2, 2))
+    T[:, 0, 1] = alpha * q
+    T[:, 0, 0] = 1 - alpha * q
+    T[:, 1, 0] = beta * (1 - q)
+    T[:, 1, 1] = 1 - beta * (1 - q)
+    return T
+
+
+def long_term_utilities(cost: float, p_min: float, p_max: float, alpha: float, beta: float,
+                        eps1: float, eps2: float, delta: float) -> tuple[float, float]:
+    """Eqs. (9)-(10): ``(U(0), U(1))`` of a compliant worker, by one 2x2 linear solve."""
+    a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
+    dl = _delta(delta)
+    u, q = action_table(cost, 0.0, 0.0, p_min, p_max, eps1, eps2)
+    T = _kernel(a_, b_, q[:1])[0]
+    U = np.linalg.solve(np.eye(2) - dl * T, u[0])
+    return float(U[0]), float(U[1])
+
+
+def value_gap(p_min: float, p_max: float, alpha: float, beta: float, eps1: float, eps2: float,
+              delta: float) -> float:
+    """Eq. (11): ``U(1) - U(0) = (P_max - P_min) / (2 Lambda)``, ``Lambda = 1 - delta + delta s``."""
+    a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
+    dl = _delta(delta)
+    qN, eb, _ = _errors(eps1, eps2)
+    return (_prob("p_max", p_max) - _prob("p_min", p_min)) / (2 * (1 - dl + dl * (a_ * qN + b_ * eb)))
+
+
+def best_responses(cost: float, attack_cost: float, damage: float, p_min: float, p_max: float,
+                   alpha: float, beta: float, eps1: float, eps2: float, delta: float,
+                   actions: tuple[str, ...] = ("CN", "CA"), iterations: int = 2000) -> tuple[FloatArray, list[str]]:
+    """Value iteration on the worker's rating MDP against a compliant population.
+
+    Returns the optimal values ``V[theta]`` and the best action at each rating
+    (ties resolved towards CN, within ``1e-12``). Used to test Proposition 1.
+    """
+    a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
+    dl = _delta(delta)
+    iterations = integer("iterations", iterations, low=1)
+    u, q = action_table(cost, attack_cost, damage, p_min, p_max, eps1, eps2)
+    pick = [ACTIONS.index(x) for x in actions]
+    u, T = u[pick], _kernel(a_, b_, q[pick])
+    V = np.zeros(2)
+    for _ in range(iterations):
+        Q = u + dl * T @ V
+        V_new = Q.max(axis=0)
+        if np.max(np.abs(V_new - V)) < 1e-15:
+            V = V_new
+            break
+        V = V_new
+    Q = u + dl * T @ V
+    best = [actions[0] if Q[0, th] >= Q.max(axis=0)[th] - 1e-12 else actions[int(np.argmax(Q[:, th]))]
+            for th in (0, 1)]
+    return V, best
+
+
+def sustainable(costs: Any, attack_costs: Any, damage: float, p_min: float, p_max: float,
+                alpha: float, beta: float, eps1: float, eps2: float, delta: float) -> bool:
+    """Proposition 1, condition (8), for both workers (note §8).
+
+    ``delta alpha K gap >= d P_min - a_k`` and ``delta beta K gap >= d P_max - a_k``
+    with ``gap`` from Eq. (11) -- the one-shot CA deviation is unprofitable at
+    both ratings. (Written multiplied out, so ``alpha = 0`` or ``beta = 0`` is fine.)
+    """
+    a_k = _pair("attack_costs", attack_costs)
+    _pair("costs", costs)
+    d = _prob("damage", damage)
+    a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
+    dl = _delta(delta)
+    _, _, K = _errors(eps1, eps2)
+    gap = value_gap(p_min, p_max, a_, b_, eps1, eps2, dl)
+    tol = 1e-12
+    return all(dl * a_ * K * gap >= d * p_min - a - tol and dl * b_ * K * gap >= d * p_max - a - tol
+               for a in a_k)
+
+
+def requester_utility(alpha: float, beta: float, p_min: float, p_max: float, eps1: float,
+                      eps2: float) -> float:
+    """Eq. (20): ``U = q_N - eta0 P_min - eta1 P_max``."""
+    eta0, eta1 = stationary_distribution(alpha, beta, eps1, eps2)
+    qN, _, _ = _errors(eps1, eps2)
+    return qN - eta0 * _prob("p_min", p_min) - eta1 * _prob("p_max", p_max)
+
+
+# ------------------------------------------------------------------ design (§10-12)
+@dataclass(frozen=True)
+class Protocol:
+    """A designed protocol: ``feasible`` is False (and the rest NaN) when none exists."""
+
+    feasible: bool
+    alpha: float
+    beta: float
+    p_min: float
+    p_max: float
+    requester_utility: float
+
+    @classmethod
+    def infeasible(cls) -> "Protocol":
+        nan = float("nan")
+        return cls(False, nan, nan, nan, nan, nan)
+
+
+def _design_inputs(costs: Any, attack_costs: Any, damage: Any, eps1: Any, eps2: Any,
+                   delta: Any) -> tuple[float, float, float, float, float, float, float]:
+    c_ij, a_ij = _pair("costs", costs), _pair("attack_costs", attack_costs)
+    d = _prob("damage", damage)
+    dl = _delta(delta)
+    qN, eb, K = _errors(eps1, eps2)
+    return max(c_ij), min(a_ij), d, dl, qN, eb, K  # Prop. 2: c binds for the costlier, a for the cheaper
+
+
+def _protocol_at(alpha: float, beta: float, c: float, dl: float, qN: float, eb: float) -> Protocol:
+    s = alpha * qN + beta * eb
+    lam = 1 - dl + dl * s
+    p_max = 2 * c * lam / (dl * alpha * qN)  # the participation price (our analogue of Eq. (25))
+    return Protocol(True, alpha, beta, 0.0, min(p_max, 1.0), qN - 2 * c * (1 + (1 - dl) / (dl * s)))
+
+
+def design_protocol(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                    delta: float, grid: int = 1000) -> Protocol:
+    """Algorithm 1 (Theorem 2), with ``P_min = 0``: a search over ``alpha in {1/m, ..., 1}``.
+
+    Part 1: ``c = max(c_i, c_j)`` and ``a = min(a_i, a_j)`` bind (Proposition 2).
+    Part 2: for each ``alpha`` the constraints (S) sustainability and (P)
+    ``P_max <= 1``, linear in ``beta`` once ``P_max`` is the participation price,
+    give an interval for ``beta``; the largest ``beta`` in it is best
+    (Proposition 3(2)). Part 3: the ``alpha`` with the largest requester utility.
+    O(m) with the closed form (11).
+    """
+    c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    m = integer("grid", grid, low=1)
+    alpha = np.arange(1, m + 1) / m
+    lo, hi = np.zeros(m), np.ones(m)
+    # (P): delta qN (1 - 2c) alpha - 2 c delta eb beta >= 2 c (1 - delta)
+    rhsP = dl * qN * (1 - 2 * c) * alpha - 2 * c * (1 - dl)
+    if c > 0 and eb > 0:
+        hi = np.minimum(hi, rhsP / (2 * c * dl * eb))
+    elif c > 0:
+        hi = np.where(rhsP >= 0, hi, -np.inf)
+    # (S): A_S beta >= B_S
+    A_S = dl * c * (K - 2 * d * eb)
+    B_S = 2 * c * d * (1 - dl) - dl * alpha * qN * (a - 2 * c * d)
+    if A_S > 0:
+        lo = np.maximum(lo, B_S / A_S)
+    elif A_S < 0:
+        hi = np.minimum(hi, B_S / A_S)
+    else:
+        hi = np.where(B_S <= 0, hi, -np.inf)
+    ok = (lo <= hi + 1e-12) & (hi >= 0)
+    if not ok.any():
+        return Protocol.infeasible()
+    beta = np.clip(hi, 0, 1)
+    s = alpha * qN + beta * eb
+    with np.errstate(divide="ignore"):
+        U = np.where(ok & (s > 0), qN - 2 * c * (1 + (1 - dl) / (dl * s)), -np.inf)
+    k = int(np.argmax(U))
+    if not np.isfinite(U[k]):
+        return Protocol.infeasible()
+    return _protocol_at(float(alpha[k]), float(beta[k]), c, dl, qN, eb)
+
+
+def design_protocol_exact(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                          delta: float) -> Protocol:
+    """The design problem with ``P_min = 0`` solved exactly as a linear program (note §12).
+
+    With ``P_max`` at the participation price, utility increases in
+    ``s = alpha q_N + beta eps_bar``; maximise ``s`` subject to (S), (P) and the
+    unit box with :func:`scipy.optimize.linprog` (HiGHS).
+    """
+    c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    A_ub = [[-dl * qN * (a - 2 * c * d), -dl * c * (K - 2 * d * eb)],   # (S)
+            [-dl * qN * (1 - 2 * c), 2 * c * dl * eb]]                  # (P)
+    b_ub = [-2 * c * d * (1 - dl), -2 * c * (1 - dl)]
+    res = optimize.linprog([-qN, -eb], A_ub=A_ub, b_ub=b_ub, bounds=[(0, 1), (0, 1)], method="highs")
+    if res.status != 0 or res.x[0] <= 0:
+        return Protocol.infeasible()
+    return _protocol_at(float(res.x[0]), float(res.x[1]), c, dl, qN, eb)
+
+
+def design_protocol_brute(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                          delta: float, steps: tuple[float, float, float] = (0.01, 0.01, 0.001)) -> Protocol:
+    """Brute force over an ``(alpha, beta, P_max)`` grid with ``P_min = 0``, checking the
+    generic constraints for *both* workers: condition (8) via Eq. (11) and
+    participation ``U_k(0) >= 0`` (Eq. (9)), without the LP reduction."""
+    c_ij, a_ij = _pair("costs", costs), _pair("attack_costs", attack_costs)
+    d = _prob("damage", damage)
+    dl = _delta(delta)
+    qN, eb, K = _errors(eps1, eps2)
+    sa, sb, sp = (real(f"steps[{i}]", v, low=0.0, low_open=True) for i, v in enumerate(steps))
+    alphas = np.arange(1, int(round(1 / sa)) + 1) * sa
+    beta = np.arange(0, int(round(1 / sb)) + 1)[:, None] * sb
+    P = np.arange(0, int(round(1 / sp)) + 1)[None, :] * sp
+    best = Protocol.infeasible()
+    for al in alphas:
+        s = al * qN + beta * eb
+        lam = 1 - dl + dl * s
+        gap = P / (2 * lam)
+        ok = np.ones(np.broadcast_shapes(beta.shape, P.shape), dtype=bool)
+        for c, a in zip(c_ij, a_ij):
+            ok &= dl * beta * K * gap >= d * P - a - 1e-12            # (17); (16) holds at P_min = 0
+            ok &= -c + dl * al * qN * gap >= -1e-12                    # (1 - delta) U_k(0) >= 0
+        if not ok.any():
+            continue
+        U = np.where(ok, qN - (al * qN / s) * P, -np.inf)
+        k = np.unravel_index(int(np.argmax(U)), U.shape)
+        if not best.feasible or U[k] > best.requester_utility:
+            best = Protocol(True, float(al), float(beta[k[0], 0]), 0.0, float(P[0, k[1]]), float(U[k]))
+    return best
+
+
+def best_protocol_free_pmin(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                            delta: float, grid: int = 50) -> Protocol:
+    """The design problem *without* fixing ``P_min = 0`` (note §11, the Theorem 1 erratum).
+
+    For each ``(alpha, beta)`` on a ``grid x (grid + 1)`` grid the constraints
+    (16), (17), participation and ``0 <= P_min <= P_max <= 1`` are linear in
+    ``(P_min, P_max)``, and so is the requester's utility (20): one LP each.
+    """
+    c_ij, a_ij = _pair("costs", costs), _pair("attack_costs", attack_costs)
+    d = _prob("damage", damage)
+    dl = _delta(delta)
+    qN, eb, K = _errors(eps1, eps2)
+    m = integer("grid", grid, low=1)
+    best = Protocol.infeasible()
+    for al in np.arange(1, m + 1) / m:
+        for be in np.arange(0, m + 1) / m:
+            s = al * qN + be * eb
+            if s <= 0:
+                continue
+            lam = 1 - dl + dl * s
+            g = 1 / (2 * lam)  # gap per unit of (P_max - P_min)
+            rows, rhs = [], []
+            for c, a in zip(c_ij, a_ij):
+                rows.append([d + dl * al * K * g, -dl * al * K * g]); rhs.append(a)   # (16)
+                rows.append([dl * be * K * g, d - dl * be * K * g]); rhs.append(a)    # (17)
+                rows.append([-(0.5 - dl * al * qN * g), -dl * al * qN * g]); rhs.append(-c)  # U(0) >= 0
+            rows.append([1.0, -1.0]); rhs.append(0.0)                                    # P_min <= P_max
+            eta0, eta1 = be * eb / s, al * qN / s
+            res = optimize.linprog([eta0, eta1], A_ub=rows, b_ub=rhs, bounds=[(0, 1), (0, 1)], method="highs")
+            if res.status == 0:
+                U = qN - res.fun
+                if not best.feasible or U > best.requester_utility:
+                    best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
+    return best
