@@ -366,7 +366,9 @@ def hais_targets(state: State, m0: int, p: float) -> FloatArray:
     rho = state.estimates()
     lead = np.argmax(rho, axis=1)
     rows = np.arange(rho.shape[0])
-    gap = rho[rows, lead][:, None] - rho
+    with np.errstate(invalid="ignore"):
+        gap = rho[rows, lead][:, None] - rho
+    gap = np.where(np.isnan(gap), np.inf, gap)  # nothing explored yet: no information, target m0
     gap[rows, lead] = np.inf
     gap_b = gap.min(axis=1)
     gap[rows, lead] = gap_b
@@ -418,10 +420,14 @@ class HAIS(Policy):
         return stepped_exploit(state, state.estimates())
 
 
-def _fkube_index(state: State, pulls: FloatArray, t: FloatArray) -> FloatArray:
-    """fKUBE's UCB density ``(mu_hat + sqrt(2 ln t / n)) / c`` on pulls scaled to [0, 1] (§5.4)."""
+def _fkube_index(state: State, pulls: FloatArray, t: FloatArray, reward_scale: float | None) -> FloatArray:
+    """fKUBE's UCB density ``(mu_hat + sqrt(2 ln t / n)) / c`` on pulls scaled to [0, 1] (§5.4).
+
+    A pull's reward (the group total) is divided by ``reward_scale``, by default
+    ``g_max * max_tasks``, the largest possible total (note §9.7).
+    """
     inst = state.instance
-    scale = float(inst.group_sizes.max() * inst.max_tasks)
+    scale = float(inst.group_sizes.max() * inst.max_tasks) if reward_scale is None else reward_scale
     with np.errstate(invalid="ignore", divide="ignore"):
         mu = state.tasks / np.where(state.pulls > 0, state.pulls, 1) / scale
         bonus = np.sqrt(2 * np.log(np.maximum(t, 1.0))[:, None] / np.where(pulls > 0, pulls, 1))
@@ -436,7 +442,10 @@ class FKUBE(Policy):
     the means frozen and the pull counts increased virtually.
     """
 
-    name = "fkube"
+    def __init__(self, reward_scale: float | None = None) -> None:
+        self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
+                                                                    low_open=True)
+        self.name = "fkube" if reward_scale is None else f"fkube(scale={self.reward_scale:g})"
 
     def decide(self, state: State) -> IntArray:
         c = state.instance.costs
@@ -454,7 +463,7 @@ class FKUBE(Policy):
             live &= affordable.any(axis=1)
             if not live.any():
                 break
-            idx = np.where(affordable, _fkube_index(state, pulls, t + 1), -np.inf)
+            idx = np.where(affordable, _fkube_index(state, pulls, t + 1, self.reward_scale), -np.inf)
             arm = np.argmax(idx, axis=1)
             r, a = rows[live], arm[live]
             n[r, a] += 1
@@ -468,21 +477,25 @@ class SteppedFKUBE(Policy):
     """Stepped fKUBE (the seed's benchmark): period 1 pulls every arm once, then stepped
     exploitation on the fKUBE index, and a greedy fill by the same index (§5.5)."""
 
-    name = "stepped_fkube"
+    def __init__(self, reward_scale: float | None = None) -> None:
+        self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
+                                                                    low_open=True)
+        self.name = "stepped_fkube" if reward_scale is None else f"stepped_fkube(scale={self.reward_scale:g})"
 
     def decide(self, state: State) -> IntArray:
         c = state.instance.costs
         runs, K = state.users.shape
         if state.period == 0:
             return round_robin(np.minimum(state.residual, float(c.sum())), np.ones((runs, K), dtype=bool), c)
-        return stepped_exploit(state, _fkube_index(state, state.pulls, state.pulls.sum(axis=1)))
+        return stepped_exploit(state, _fkube_index(state, state.pulls, state.pulls.sum(axis=1), self.reward_scale))
 
 
 class SOAAv(Policy):
     """Survival of the Above Average, adapted to periods (§5.6).
 
     ``mode="batched"`` (default) spends ``B_res / L`` per period by round robin over
-    the active arms; ``mode="pass"`` runs one contest per active arm per period.
+    the active arms; ``mode="pass"`` runs one contest per active arm per period,
+    the first period included.
     After each period the active set becomes every arm with ``rho_hat >= (1 + x)``
     times the mean over the arms just pulled (the empirical best if none). The
     last period spends the rest over the survivors and fills the remainder greedily.
@@ -512,7 +525,7 @@ class SOAAv(Policy):
         if state.left <= 1:
             n = round_robin(state.residual, active, c)
             n += density_greedy(state.residual - n @ c, state.estimates(), c)
-        elif self.mode == "pass" and state.period > 0:
+        elif self.mode == "pass":
             n = np.where(active & (c[None, :] <= state.residual[:, None] + 1e-9), 1, 0).astype(np.int64)
             over = n @ c > state.residual + 1e-9
             n[over] = round_robin(state.residual[over], active[over], c)
@@ -565,6 +578,9 @@ def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, ru
     n = integer("runs", runs, low=1)
     if draws not in ("auto", "exact"):
         raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+    parts = np.atleast_1d(np.asarray(seed, dtype=object))
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0 for x in parts):
+        raise TypeError(f"seed must be a non-negative int or a sequence of them, got {seed!r}")
     rng = np.random.default_rng(seed)
     K = instance.arms
     state = State(instance, B, T, np.full(n, B), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)))

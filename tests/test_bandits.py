@@ -160,3 +160,30 @@ def test_bad_input_names_the_parameter(call, match):
 def test_wrong_types_name_the_parameter(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", sorted(Bd.POLICIES))
+def test_a_budget_below_every_cost_buys_nothing(name):
+    # HAIS used to divide -inf by -inf here and return negative counts
+    total = Bd.simulate(Bd.instance_family("C", 5), name, 1.0, 5, 10, 0)
+    assert np.all(total == 0)
+
+
+def test_soaav_pass_runs_one_contest_per_arm_in_period_one():
+    inst = Bd.instance_family("C", 5)
+    state = Bd.State(inst, 500, 5, np.full(2, 500.0), np.zeros((2, 5)), np.zeros((2, 5)), np.zeros((2, 5)))
+    assert Bd.SOAAv(0.0, "pass").decide(state).tolist() == [[1] * 5] * 2
+
+
+def test_fkube_reward_scale_is_a_parameter():
+    inst = Bd.instance_family("C", 5)
+    a = Bd.simulate(inst, Bd.FKUBE(), 500, 5, 200, 1)
+    b = Bd.simulate(inst, Bd.FKUBE(reward_scale=20.0), 500, 5, 200, 1)
+    assert not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="reward_scale"):
+        Bd.FKUBE(reward_scale=0)
+
+
+def test_seed_must_be_integers():
+    with pytest.raises(TypeError, match="seed"):
+        Bd.simulate(Bd.instance_family("B"), "hais", 100, 3, 4, 1.5)
