@@ -526,7 +526,8 @@ def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
     the highest).  Within class ``k`` the weights solve Eq. (3) with the budget
     ``B prod_{j in higher classes} (1 - p_j)``; weights are normalised to
     ``max = 1`` per class.  Raises ``ValueError`` naming the violated set (agents
-    numbered from 0) when (5) fails.
+    numbered from 0) when (5) fails, and when Assumption 1 (``B < c_i'(1)``) fails,
+    as :func:`luce_equilibrium` does.
     """
     p, B, r, order, slack, tol = _check_condition5(p, budget, cost_coefficients, rtol)
     worst = int(np.argmin(slack))
@@ -538,6 +539,10 @@ def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
         need = float(np.sum(p * r) / (1 - np.prod(1 - p)))
         raise ValueError(f"condition (5) needs equality for T = N: budget must be {need:.12g} "
                          f"for this p, got {B:g}")
+    top = _marginal_cost(cost_coefficients, p.size, "p")(np.ones(p.size))
+    if np.any(B >= top):  # as in luce_equilibrium, so that the round trip is always defined
+        raise ValueError(f"budget must be < c_i'(1) = {top.min():g} for every agent (Assumption 1), "
+                         f"got {B:g}")
     cuts = [i + 1 for i in range(p.size) if abs(slack[i]) <= tol]
     weights = np.ones(p.size)
     priority = np.zeros(p.size, dtype=np.int64)

@@ -261,3 +261,12 @@ def test_integral_equilibrium_with_widely_spread_weights():
     p = C.luce_equilibrium(w, 1.5, k)
     assert np.all((p > 0) & (p < 1))
     assert C.foc_residual(p, w, 1.5, k) < 1e-12
+
+
+def test_inverse_map_applies_assumption1_like_the_forward_map():
+    # condition (5) holds, but B >= c_1'(1) = 0.785: luce_equilibrium would refuse the contract
+    p, k = np.array([0.822, 0.08, 0.707]), np.array([0.785, 3.466, 2.212])
+    B = float(np.sum(k * p**2) / (1 - np.prod(1 - p)))
+    assert C.implementable_by_luce(p, B, k) and B >= k.min()
+    with pytest.raises(ValueError, match="Assumption 1"):
+        C.luce_contract_for(p, B, k)
