@@ -434,7 +434,26 @@ def _fkube_index(state: State, pulls: FloatArray, t: FloatArray, reward_scale: f
     return np.where(pulls > 0, (mu + bonus) / inst.costs, np.inf)
 
 
-class FKUBE(Policy):
+class _FKUBEBase(Policy):
+    """What fKUBE and Stepped fKUBE share: the reward scale, the index, period 1."""
+
+    base_name = "fkube"
+
+    def __init__(self, reward_scale: float | None = None) -> None:
+        self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
+                                                                    low_open=True)
+        self.name = self.base_name if reward_scale is None else f"{self.base_name}(scale={self.reward_scale:g})"
+
+    def index(self, state: State, pulls: FloatArray, t: FloatArray) -> FloatArray:
+        return _fkube_index(state, pulls, t, self.reward_scale)
+
+    @staticmethod
+    def pull_each_once(state: State) -> IntArray:
+        c = state.instance.costs
+        return round_robin(np.minimum(state.residual, float(c.sum())), np.ones(state.users.shape, dtype=bool), c)
+
+
+class FKUBE(_FKUBEBase):
     """Fractional KUBE (Tran-Thanh et al. 2012), batched into periods (§5.4).
 
     Period 1 pulls every arm once. In a later period the slice ``B_res / L`` (all of
@@ -442,16 +461,13 @@ class FKUBE(Policy):
     the means frozen and the pull counts increased virtually.
     """
 
-    def __init__(self, reward_scale: float | None = None) -> None:
-        self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
-                                                                    low_open=True)
-        self.name = "fkube" if reward_scale is None else f"fkube(scale={self.reward_scale:g})"
+    base_name = "fkube"
 
     def decide(self, state: State) -> IntArray:
+        if state.period == 0:
+            return self.pull_each_once(state)
         c = state.instance.costs
         runs, K = state.users.shape
-        if state.period == 0:
-            return round_robin(np.minimum(state.residual, float(c.sum())), np.ones((runs, K), dtype=bool), c)
         money = state.residual / state.left if state.left > 1 else state.residual.copy()
         n = np.zeros((runs, K), dtype=np.int64)
         pulls = state.pulls.astype(float).copy()
@@ -463,8 +479,7 @@ class FKUBE(Policy):
             live &= affordable.any(axis=1)
             if not live.any():
                 break
-            idx = np.where(affordable, _fkube_index(state, pulls, t + 1, self.reward_scale), -np.inf)
-            arm = np.argmax(idx, axis=1)
+            arm = np.argmax(np.where(affordable, self.index(state, pulls, t + 1), -np.inf), axis=1)
             r, a = rows[live], arm[live]
             n[r, a] += 1
             pulls[r, a] += 1
@@ -473,21 +488,16 @@ class FKUBE(Policy):
         return n
 
 
-class SteppedFKUBE(Policy):
+class SteppedFKUBE(_FKUBEBase):
     """Stepped fKUBE (the seed's benchmark): period 1 pulls every arm once, then stepped
     exploitation on the fKUBE index, and a greedy fill by the same index (§5.5)."""
 
-    def __init__(self, reward_scale: float | None = None) -> None:
-        self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
-                                                                    low_open=True)
-        self.name = "stepped_fkube" if reward_scale is None else f"stepped_fkube(scale={self.reward_scale:g})"
+    base_name = "stepped_fkube"
 
     def decide(self, state: State) -> IntArray:
-        c = state.instance.costs
-        runs, K = state.users.shape
         if state.period == 0:
-            return round_robin(np.minimum(state.residual, float(c.sum())), np.ones((runs, K), dtype=bool), c)
-        return stepped_exploit(state, _fkube_index(state, state.pulls, state.pulls.sum(axis=1), self.reward_scale))
+            return self.pull_each_once(state)
+        return stepped_exploit(state, self.index(state, state.pulls, state.pulls.sum(axis=1)))
 
 
 class SOAAv(Policy):

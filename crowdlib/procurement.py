@@ -357,19 +357,26 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
     return float(lo)
 
 
+class _BuyerValue:
+    """The buyer's utility of an outcome with ``allocation`` and ``utilities``."""
+
+    allocation: FloatArray
+    utilities: FloatArray
+
+    @property
+    def value(self) -> float:
+        """The buyer's utility ``sum_i u_i f_i``."""
+        return float(np.dot(self.utilities, self.allocation))
+
+
 @dataclass(frozen=True)
-class Mechanism1Result:
+class Mechanism1Result(_BuyerValue):
     """Outcome of Mechanism 1(phi): fractions bought, payments, stopping rate r*."""
 
     allocation: FloatArray
     payments: FloatArray
     rate: float
     utilities: FloatArray = field(repr=False)
-
-    @property
-    def value(self) -> float:
-        """The buyer's utility ``sum_i u_i f_i``."""
-        return float(np.dot(self.utilities, self.allocation))
 
 
 def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -> Mechanism1Result:
@@ -390,7 +397,7 @@ def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -
 
 # ------------------------------------------------------------------ Mechanism 2
 @dataclass(frozen=True)
-class Mechanism2Result:
+class Mechanism2Result(_BuyerValue):
     """Outcome of Mechanism 2(phi): fractions, payments, and each seller's rate r_i."""
 
     allocation: FloatArray
@@ -398,11 +405,6 @@ class Mechanism2Result:
     rates: FloatArray
     stopping_rate: float
     utilities: FloatArray = field(repr=False)
-
-    @property
-    def value(self) -> float:
-        """The buyer's utility ``sum_i u_i f_i``."""
-        return float(np.dot(self.utilities, self.allocation))
 
 
 def _lemma9_bracket(rule: AllocationRule, c: FloatArray, u: FloatArray, B: float,
