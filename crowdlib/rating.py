@@ -308,6 +308,18 @@ def _design_inputs(costs: Any, attack_costs: Any, damage: Any, eps1: Any, eps2: 
     return max(c_ij), min(a_ij), d, dl, qN, eb, K  # Prop. 2: c binds for the costlier, a for the cheaper
 
 
+def _hopeless(c: float, a: float, qN: float, K: float) -> bool:
+    """No protocol with ``P_min = 0`` can work.
+
+    ``q_N = 0``: compliance is never recorded, so no rating can rise. And (16),
+    which holds automatically at ``P_min = 0`` only when ``K >= 0``, reads at the
+    participation price ``a q_N + K c >= 0``, whatever ``alpha`` and ``beta`` are:
+    with ``eps2 > 1/2`` (``K < 0``) an attack *improves* the record, and a
+    rating-0 worker attacks unless the attack costs enough.
+    """
+    return qN <= 0 or a * qN + K * c < 0
+
+
 def _protocol_at(alpha: float, beta: float, c: float, dl: float, qN: float, eb: float) -> Protocol:
     s = alpha * qN + beta * eb
     lam = 1 - dl + dl * s
@@ -328,6 +340,8 @@ def design_protocol(costs: Any, attack_costs: Any, damage: float, eps1: float, e
     """
     c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
     m = integer("grid", grid, low=1)
+    if _hopeless(c, a, qN, K):
+        return Protocol.infeasible()
     alpha = np.arange(1, m + 1) / m
     lo, hi = np.zeros(m), np.ones(m)
     # (P): delta qN (1 - 2c) alpha - 2 c delta eb beta >= 2 c (1 - delta)
@@ -367,6 +381,8 @@ def design_protocol_exact(costs: Any, attack_costs: Any, damage: float, eps1: fl
     unit box with :func:`scipy.optimize.linprog` (HiGHS).
     """
     c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    if _hopeless(c, a, qN, K):
+        return Protocol.infeasible()
     A_ub = [[-dl * qN * (a - 2 * c * d), -dl * c * (K - 2 * d * eb)],   # (S)
             [-dl * qN * (1 - 2 * c), 2 * c * dl * eb]]                  # (P)
     b_ub = [-2 * c * d * (1 - dl), -2 * c * (1 - dl)]
@@ -390,13 +406,16 @@ def design_protocol_brute(costs: Any, attack_costs: Any, damage: float, eps1: fl
     beta = np.arange(0, int(round(1 / sb)) + 1)[:, None] * sb
     P = np.arange(0, int(round(1 / sp)) + 1)[None, :] * sp
     best = Protocol.infeasible()
+    if qN <= 0:
+        return best
     for al in alphas:
         s = al * qN + beta * eb
         lam = 1 - dl + dl * s
         gap = P / (2 * lam)
         ok = np.ones(np.broadcast_shapes(beta.shape, P.shape), dtype=bool)
         for c, a in zip(c_ij, a_ij):
-            ok &= dl * beta * K * gap >= d * P - a - 1e-12            # (17); (16) holds at P_min = 0
+            ok &= dl * beta * K * gap >= d * P - a - 1e-12            # (17)
+            ok &= dl * al * K * gap >= -a - 1e-12                      # (16) at P_min = 0 (binds if K < 0)
             ok &= -c + dl * al * qN * gap >= -1e-12                    # (1 - delta) U_k(0) >= 0
         if not ok.any():
             continue

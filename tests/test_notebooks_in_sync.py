@@ -30,3 +30,23 @@ def test_stored_notebook_has_outputs_for_nbval(md):
 
 def test_there_is_at_least_one_chapter():
     assert CHAPTERS
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_fences_are_balanced_and_closed_on_their_own_line(md):
+    """An unclosed ::: or ```` fence makes Sphinx swallow the code cells after it (jupytext,
+    and so nbval, would still see them): every closing fence must stand alone on its line."""
+    stack = []
+    for number, line in enumerate(md.read_text().splitlines(), 1):
+        stripped = line.strip()
+        for fence in ("::::", ":::", "````"):
+            if stripped.startswith(fence) and not stripped.startswith(fence + fence[0]):
+                rest = stripped[len(fence):]
+                if rest.startswith("{"):
+                    stack.append((fence, number))
+                else:
+                    assert rest == "", f"{md.name}:{number}: text after a closing {fence}"
+                    assert stack and stack[-1][0] == fence, f"{md.name}:{number}: unmatched {fence}"
+                    stack.pop()
+                break
+    assert not stack, f"{md.name}: fence opened at line {stack[-1][1]} is never closed"

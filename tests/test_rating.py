@@ -101,7 +101,7 @@ def test_algorithm1_reference_values(args, U):
 def test_algorithm1_equals_the_exact_lp_within_its_grid(seed):
     rng = np.random.default_rng(seed)
     c, a = rng.uniform(0, 0.3, 2), rng.uniform(0, 0.1, 2)
-    args = (c, a, rng.uniform(0.1, 0.6), rng.uniform(0, 0.2), rng.uniform(0, 0.3), rng.uniform(0.6, 0.99))
+    args = (c, a, rng.uniform(0.1, 0.6), rng.uniform(0, 0.2), rng.uniform(0, 0.7), rng.uniform(0.6, 0.99))
     alg, lp = Rt.design_protocol(*args, grid=2000), Rt.design_protocol_exact(*args)
     assert alg.feasible == lp.feasible
     if lp.feasible:
@@ -172,3 +172,18 @@ def test_bad_input_names_the_parameter(call, match):
 def test_wrong_types_name_the_parameter(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_noisy_attack_records_make_condition_16_bind():
+    # eps2 > 1/2 (K < 0): an attack improves the record; a referee's counter-example that all
+    # three routines used to call feasible although sustainable() said no
+    args = ((0.1, 0.1), (0.03, 0.03), 0.05, 0.05, 0.6, 0.9)
+    for fn in (Rt.design_protocol, Rt.design_protocol_exact, Rt.design_protocol_brute):
+        assert not fn(*args).feasible
+
+
+def test_compliance_never_recorded_is_infeasible_not_an_error():
+    for c in ((0.1, 0.1), (0.0, 0.0)):
+        for fn in (Rt.design_protocol, Rt.design_protocol_exact, Rt.design_protocol_brute):
+            p = fn(c, (0.03, 0.03), 0.3, 1.0, 0.1, 0.9)
+            assert not p.feasible and np.isnan(p.requester_utility)
