@@ -77,6 +77,7 @@ __all__ = [
     "HARDNESS_PRICE",
     "posted_price_outcome",
     "rounded_spend",
+    "misreport_utilities",
     "FAMILIES",
     "market",
     "ratio_sweep",
@@ -707,6 +708,30 @@ def rounded_spend(allocation: Any, payments: Any, trials: int, rng: np.random.Ge
         spend[start:stop] = bought @ price
         items[start:stop] = bought.sum(axis=1)
     return spend, items
+
+
+# ------------------------------------------------------------------ truthfulness checks
+def misreport_utilities(mechanism: Callable[[FloatArray, FloatArray, float], Any], costs: Any,
+                        utilities: Any, budget: Any, factors: Any) -> tuple[FloatArray, FloatArray]:
+    """Each seller's utility when truthful and under each misreport on a grid (Lemma 2's IC).
+
+    ``mechanism(costs, utilities, budget)`` must return an object with
+    ``allocation`` and ``payments``. Seller ``i`` reports ``factor * max(c_i, 0.1)``
+    for each of ``factors``; its utility is its payment minus its *true* cost of
+    what it sells. Returns ``(honest (n,), deviating (n, len(factors)))``.
+    """
+    c, u, B = _instance(costs, utilities, budget)
+    f = real_vector("factors", factors, low=0.0)
+    truth = mechanism(c, u, B)
+    honest = truth.payments - c * truth.allocation
+    deviating = np.empty((c.size, f.size))
+    for i in range(c.size):          # one mechanism run per (seller, report): the check itself
+        for k, rep in enumerate(f * max(c[i], 0.1)):
+            lie = c.copy()
+            lie[i] = rep
+            out = mechanism(lie, u, B)
+            deviating[i, k] = out.payments[i] - c[i] * out.allocation[i]
+    return honest, deviating
 
 
 # ------------------------------------------------------------------ instance families

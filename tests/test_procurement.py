@@ -24,15 +24,9 @@ def _instance(seed, n, zero_share=0.1):
 def _procurement_case(mech, seed, n, reports=np.linspace(0.0, 3.0, 13)):
     c, u, B = _instance(seed, n)
     truth = mech(c, u, B)
-    honest = truth.payments - c * truth.allocation
-    devs = []
-    for i in range(n):
-        for rep in reports * max(c[i], 0.1):
-            lie = c.copy()
-            lie[i] = rep
-            out = mech(lie, u, B)
-            devs.append(Deviation(f"seller {i}", f"report {rep:.3g}", honest[i],
-                                  out.payments[i] - c[i] * out.allocation[i]))
+    honest, deviating = P.misreport_utilities(mech, c, u, B, reports)
+    devs = [Deviation(f"seller {i}", f"report x{f:.3g}", honest[i], deviating[i, k])
+            for i in range(n) for k, f in enumerate(reports)]
     return MechanismCase(f"seed={seed} n={n}", truth.value, honest, B - truth.payments.sum(), devs)
 
 
