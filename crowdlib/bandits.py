@@ -329,29 +329,30 @@ class EpsilonFirst(Policy):
     """epsilon-first (Tran-Thanh et al. 2010), deadline version: explore ``eps B`` in
     period 1, commit the rest density-greedily in period 2 (§5.3)."""
 
+    base_name = "epsilon_first"
+
     def __init__(self, epsilon: float = 0.1) -> None:
         self.epsilon = real("epsilon", epsilon, low=0.0, high=1.0)
-        self.name = f"epsilon_first({self.epsilon:g})"
+        self.name = f"{self.base_name}({self.epsilon:g})"
 
     def decide(self, state: State) -> IntArray:
         if state.period == 0:
             return _explore_evenly(state, self.epsilon * state.budget)
+        return self.exploit(state)
+
+    def exploit(self, state: State) -> IntArray:
         if state.period == 1:
             return density_greedy(state.residual, state.estimates(), state.instance.costs)
         return np.zeros(state.users.shape, dtype=np.int64)
 
 
-class SteppedEpsilonFirst(Policy):
+class SteppedEpsilonFirst(EpsilonFirst):
     """Stepped epsilon-first (the seed's Section 3.2): explore ``eps B`` evenly in period 1,
     then stepped exploitation, then a final greedy fill (§5.2)."""
 
-    def __init__(self, epsilon: float = 0.1) -> None:
-        self.epsilon = real("epsilon", epsilon, low=0.0, high=1.0)
-        self.name = f"stepped_epsilon_first({self.epsilon:g})"
+    base_name = "stepped_epsilon_first"
 
-    def decide(self, state: State) -> IntArray:
-        if state.period == 0:
-            return _explore_evenly(state, self.epsilon * state.budget)
+    def exploit(self, state: State) -> IntArray:
         return stepped_exploit(state, state.estimates())
 
 

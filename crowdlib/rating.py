@@ -253,16 +253,17 @@ def best_responses(cost: float, attack_cost: float, damage: float, p_min: float,
     return V, best
 
 
-def sustainable(costs: Any, attack_costs: Any, damage: float, p_min: float, p_max: float,
+def sustainable(attack_costs: Any, damage: float, p_min: float, p_max: float,
                 alpha: float, beta: float, eps1: float, eps2: float, delta: float) -> bool:
     """Proposition 1, condition (8), for both workers (note §8).
 
     ``delta alpha K gap >= d P_min - a_k`` and ``delta beta K gap >= d P_max - a_k``
     with ``gap`` from Eq. (11) -- the one-shot CA deviation is unprofitable at
     both ratings. (Written multiplied out, so ``alpha = 0`` or ``beta = 0`` is fine.)
+    The crowdsourcing costs do not enter: they cancel in the gap (participation,
+    which they do enter, is a separate constraint).
     """
     a_k = _pair("attack_costs", attack_costs)
-    _pair("costs", costs)
     d = _prob("damage", damage)
     a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
     dl = _delta(delta)

@@ -76,7 +76,7 @@ def test_proposition1_condition8_equals_best_response(seed):
     d, e1, e2, dl = rng.uniform(0.2, 0.6), rng.uniform(0, 0.2), rng.uniform(0, 0.3), rng.uniform(0.5, 0.99)
     al, be = rng.uniform(0, 1, 2)
     pm, pM = np.sort(rng.uniform(0, 1, 2))
-    claim = Rt.sustainable(cs, as_, d, pm, pM, al, be, e1, e2, dl)
+    claim = Rt.sustainable(as_, d, pm, pM, al, be, e1, e2, dl)
     truth = all(Rt.best_responses(cs[k], as_[k], d, pm, pM, al, be, e1, e2, dl)[1] == ["CN", "CN"] for k in (0, 1))
     assert claim == truth
 
@@ -107,7 +107,7 @@ def test_algorithm1_equals_the_exact_lp_within_its_grid(seed):
     if lp.feasible:
         assert 0 <= lp.requester_utility - alg.requester_utility <= 1e-3
         # the LP optimum really is sustainable and individually rational for both workers
-        assert Rt.sustainable(c, a, args[2], 0, lp.p_max, lp.alpha, lp.beta, *args[3:])
+        assert Rt.sustainable(a, args[2], 0, lp.p_max, lp.alpha, lp.beta, *args[3:])
         assert min(Rt.long_term_utilities(ck, 0, lp.p_max, lp.alpha, lp.beta, *args[3:])[0] for ck in c) > -1e-9
     else:
         assert np.isnan(alg.requester_utility) and np.isnan(lp.p_max)
