@@ -30,9 +30,10 @@ test: $(STAMP)
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -q
 
 # Execute the MyST source, refresh the paired .ipynb (outputs included, for nbval)
-# and save every figure the chapter draws under figures/$(NAME)/.
+# save every figure the chapter draws under figures/$(NAME)/, and store its ledger in
+# ledger/$(NAME).json (everywhere else, executing a chapter verifies that file instead).
 chapter: $(STAMP)
-	CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb \
+	CROWDLIB_LEDGER=write CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb \
 	    --execute chapters/$(NAME).md
 	@echo "Figures written to figures/$(NAME)/"
 
