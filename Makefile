@@ -25,8 +25,15 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "Book written to _build/html/index.html"
 
+# nbval runs each chapter's current MyST source with the stored outputs of its .ipynb
+# (copied to _build/nbval, so an edit to a .md is executed even before `make chapter`): a
+# changed check stops its cell naming the ledger row, and a changed output fails the comparison.
 test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest tests chapters/*.ipynb --nbval --nbval-current-env \
+	rm -rf _build/nbval && mkdir -p _build/nbval
+	for md in chapters/*.md; do nb=_build/nbval/$$(basename $$md .md).ipynb; \
+	    cp $${md%.md}.ipynb $$nb && $(BIN)/jupytext --quiet --to ipynb --update --output $$nb $$md \
+	    || exit 1; done
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests _build/nbval/*.ipynb --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -q
 
 # Execute the MyST source, refresh the paired .ipynb (outputs included, for nbval)

@@ -4,7 +4,7 @@ Usage (from the repository root, after `make venv`):
 
     .venv/bin/python benchmarks/bench_bandits.py [--runs 2000] [--loop-runs 200]
 
-The setting is the issue's: instance C with group size 20, B = 2000, T = 14.
+The setting is the chapter's benchmark: instance C with group size 20, B = 2000, T = 14.
 Both methods are timed in the same process, so the ratio is meaningful anywhere.
 """
 

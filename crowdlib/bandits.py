@@ -1,30 +1,30 @@
 """Adaptive incentive selection as a budget- and deadline-limited bandit (Truong et al., AAMAS 2018).
 
-The seed is a two-page abstract with no formula, pseudo-code or parameter; the
-reference note (``shared/reference/incentive-selection.md``) restores what the
-sources fix and proposes explicit defaults for the rest. Section numbers below
-(§) are the note's. Every choice the abstract leaves open is resolved as the
-note's [D] defaults, listed here once:
+The paper is a two-page abstract with no formula, pseudo-code or parameter. The
+book's appendix to the incentive-selection chapter writes out the reconstruction:
+what the abstract and the baselines' papers fix (recovered), and explicit choices
+for the rest (derived). "A.n" below names its sections. Every choice the abstract
+leaves open is resolved as follows, listed here once:
 
 * Periods: feedback arrives only at the end of a period (batched); a period has
-  no capacity; every contest recruits fresh users (§3.2, §9.1).
+  no capacity; every contest recruits fresh users (A.1, A.9).
 * Per-user tasks: beta-binomial(``max_tasks``, a, b) with mean ``mu`` and
-  ``a + b = dispersion`` (§3.3). Hoeffding's range is ``max_tasks`` (§9.3).
+  ``a + b = dispersion`` (A.2). Hoeffding's range is ``max_tasks`` (A.4).
 * HAIS phase 2: pairwise one-sided Hoeffding per challenger, no union bound,
   run only when at least 3 periods remain (the current one included), spending
-  capped at ``eta`` times the residual budget, ``eta = 0.25`` (§5.1, §9.3-9.4).
+  capped at ``eta`` times the residual budget, ``eta = 0.25`` (A.4).
 * "Spread the residual budget over the periods": equal slices ``B_res / L``
   on the current leader, ``L`` periods left including the current one; the
-  last period spends the rest density-greedily (§4, §9.5). Every policy, the
-  oracle included, fills its final remainder greedily (§9.10).
+  last period spends the rest density-greedily (A.3). Every policy, the
+  oracle included, fills its final remainder greedily (A.9).
 * epsilon-first under a deadline: explore in period 1, commit the rest in
-  period 2 (§5.3, §9.8). "Evenly" is one contest per arm in turn (§5.2).
+  period 2 (A.5). "Evenly" is one contest per arm in turn (A.5).
 * fKUBE: a pull is one contest, its reward the group total scaled by
-  ``g_max * max_tasks``; counts are pulls, not users (§5.4, §9.7).
+  ``g_max * max_tasks``; counts are pulls, not users (A.6).
 * SOAAv: batched (one round-robin pass over the active set per period,
-  spending ``B_res / L``) and the literal one-contest-per-arm pass (§5.6, §9.6).
+  spending ``B_res / L``) and the literal one-contest-per-arm pass (A.7).
 
-Simulation is vectorised over runs (§7): the state of all runs is a set of
+Simulation is vectorised over runs (A.2): the state of all runs is a set of
 ``(runs, K)`` arrays and every policy decides for all runs at once. Sums of a
 period's users on one arm are drawn exactly (one beta and one binomial draw per
 user) when the cell has fewer than :data:`EXACT_BELOW` users, and otherwise
@@ -133,7 +133,7 @@ class ISPInstance:
 
     @property
     def effectiveness(self) -> FloatArray:
-        """``rho_i = g_i mu_i / c_i``: expected tasks per unit of money (§3.2)."""
+        """``rho_i = g_i mu_i / c_i``: expected tasks per unit of money (A.1)."""
         return self.group_sizes * self.mean_tasks / self.costs
 
     @property
@@ -175,10 +175,10 @@ class ISPInstance:
 
 
 def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
-    """The note's fixed instances (§3.3): ``"C"`` (with ``group_size`` 5 or 20), ``"A"``, ``"B"``."""
+    """The book's fixed instances (A.2): ``"C"`` (with ``group_size`` 5 or 20), ``"A"``, ``"B"``."""
     if name == "C":
         if group_size is None:
-            raise ValueError("group_size must be given for family C (the note uses 5 and 20)")
+            raise ValueError("group_size must be given for family C (the book uses 5 and 20)")
         return ISPInstance([2.5, 3, 3.5, 4, 5], integer("group_size", group_size, low=1),
                            [4, 6, 8.4, 8.4, 6.5])
     if name == "A":
@@ -191,8 +191,8 @@ def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
 
 
 def random_instances(count: int, rng: np.random.Generator, arms: int = 5) -> list[ISPInstance]:
-    """The note's random family: common ``g ~ U{5..20}``, ``mu ~ U(3, 9)``, ``rho ~ U(10, 20)``,
-    ``c = round(g mu / rho, 0.1)`` (§3.3)."""
+    """The book's random family: common ``g ~ U{5..20}``, ``mu ~ U(3, 9)``, ``rho ~ U(10, 20)``,
+    ``c = round(g mu / rho, 0.1)`` (A.2)."""
     count = integer("count", count, low=1)
     arms = integer("arms", arms, low=2)
     if not isinstance(rng, np.random.Generator):
@@ -224,18 +224,18 @@ class State:
 
     @property
     def left(self) -> int:
-        """Periods left, the current one included (``L`` in the note)."""
+        """Periods left, the current one included (``L`` in the appendix)."""
         return self.periods - self.period
 
     def estimates(self) -> FloatArray:
-        """``rho_hat_i = (g_i / c_i) S_i / N_i``, ``-inf`` for an unexplored arm (§4, EST)."""
+        """``rho_hat_i = (g_i / c_i) S_i / N_i``, ``-inf`` for an unexplored arm (A.3)."""
         inst = self.instance
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(self.users > 0, self.tasks / np.where(self.users > 0, self.users, 1), -np.inf)
         return np.where(self.users > 0, inst.group_sizes * mean / inst.costs, -np.inf)
 
 
-# ------------------------------------------------------------------ building blocks (§4)
+# ------------------------------------------------------------------ building blocks (A.3)
 def round_robin(money: FloatArray, active: NDArray[np.bool_], costs: FloatArray) -> IntArray:
     """One contest per active arm in turn while affordable (ROUND_ROBIN), for every run."""
     runs, K = active.shape
@@ -274,7 +274,7 @@ def density_greedy(money: FloatArray, score: FloatArray, costs: FloatArray) -> I
 
 def stepped_exploit(state: State, score: FloatArray) -> IntArray:
     """One period of STEPPED_EXPLOIT: ``floor(B_res / (L c_lead))`` contests of the leader,
-    or, in the last period, the density-greedy fill of everything left (§4)."""
+    or, in the last period, the density-greedy fill of everything left (A.3)."""
     c = state.instance.costs
     if state.left <= 1:
         return density_greedy(state.residual, score, c)
@@ -287,7 +287,7 @@ def stepped_exploit(state: State, score: FloatArray) -> IntArray:
     return n
 
 
-# ------------------------------------------------------------------ policies (§5)
+# ------------------------------------------------------------------ policies (A.4-A.7)
 class Policy:
     """A policy decides, for all runs at once, how many contests of each arm to run this period.
 
@@ -306,7 +306,7 @@ class Policy:
 
 
 class Optimal(Policy):
-    """The oracle: density-greedy on the *true* effectiveness, all in period 1 (§5.7)."""
+    """The oracle: density-greedy on the *true* effectiveness, all in period 1 (A.1)."""
 
     name = "optimal"
 
@@ -319,7 +319,7 @@ class Optimal(Policy):
 
 
 def _explore_evenly(state: State, money: float) -> IntArray:
-    """Period 1 of the epsilon policies: ROUND_ROBIN(max(money, sum c), all arms) (§5.2)."""
+    """Period 1 of the epsilon policies: ROUND_ROBIN(max(money, sum c), all arms) (A.5)."""
     c = state.instance.costs
     cap = np.minimum(state.residual, max(money, float(c.sum())))
     return round_robin(cap, np.ones(state.users.shape, dtype=bool), c)
@@ -327,7 +327,7 @@ def _explore_evenly(state: State, money: float) -> IntArray:
 
 class EpsilonFirst(Policy):
     """epsilon-first (Tran-Thanh et al. 2010), deadline version: explore ``eps B`` in
-    period 1, commit the rest density-greedily in period 2 (§5.3)."""
+    period 1, commit the rest density-greedily in period 2 (A.5)."""
 
     base_name = "epsilon_first"
 
@@ -347,8 +347,8 @@ class EpsilonFirst(Policy):
 
 
 class SteppedEpsilonFirst(EpsilonFirst):
-    """Stepped epsilon-first (the seed's Section 3.2): explore ``eps B`` evenly in period 1,
-    then stepped exploitation, then a final greedy fill (§5.2)."""
+    """Stepped epsilon-first (the paper's Section 3.2): explore ``eps B`` evenly in period 1,
+    then stepped exploitation, then a final greedy fill (A.5)."""
 
     base_name = "stepped_epsilon_first"
 
@@ -357,7 +357,7 @@ class SteppedEpsilonFirst(EpsilonFirst):
 
 
 def hais_targets(state: State, m0: int, p: float) -> FloatArray:
-    """HAIS's phase-2 targets ``N*_i`` in users (§5.1), for every run.
+    """HAIS's phase-2 targets ``N*_i`` in users (A.4), for every run.
 
     With ``R'_i = R g_i / c_i`` and gaps ``D_j`` to the empirical leader ``b``:
     ``N*_j = max(m0, ceil(R'_j^2 ln(1/(1-p)) / D_j^2))`` for ``j != b`` and
@@ -381,7 +381,7 @@ def hais_targets(state: State, m0: int, p: float) -> FloatArray:
 
 
 class HAIS(Policy):
-    """Hoeffding-based Adaptive Incentive Selection (the seed's Section 3.1; §5.1 of the note).
+    """Hoeffding-based Adaptive Incentive Selection (the paper's Section 3.1; appendix A.4).
 
     1. Period 1: ``ceil(m0 / g_i)`` contests of every arm (at least ``m0`` users each).
     2. Period 2, if at least 3 periods remain: top every arm up to its Hoeffding
@@ -422,10 +422,10 @@ class HAIS(Policy):
 
 
 def _fkube_index(state: State, pulls: FloatArray, t: FloatArray, reward_scale: float | None) -> FloatArray:
-    """fKUBE's UCB density ``(mu_hat + sqrt(2 ln t / n)) / c`` on pulls scaled to [0, 1] (§5.4).
+    """fKUBE's UCB density ``(mu_hat + sqrt(2 ln t / n)) / c`` on pulls scaled to [0, 1] (A.6).
 
     A pull's reward (the group total) is divided by ``reward_scale``, by default
-    ``g_max * max_tasks``, the largest possible total (note §9.7).
+    ``g_max * max_tasks``, the largest possible total (A.6).
     """
     inst = state.instance
     scale = float(inst.group_sizes.max() * inst.max_tasks) if reward_scale is None else reward_scale
@@ -455,7 +455,7 @@ class _FKUBEBase(Policy):
 
 
 class FKUBE(_FKUBEBase):
-    """Fractional KUBE (Tran-Thanh et al. 2012), batched into periods (§5.4).
+    """Fractional KUBE (Tran-Thanh et al. 2012), batched into periods (A.6).
 
     Period 1 pulls every arm once. In a later period the slice ``B_res / L`` (all of
     it in the last period) is scheduled one pull at a time by the UCB density, with
@@ -490,8 +490,8 @@ class FKUBE(_FKUBEBase):
 
 
 class SteppedFKUBE(_FKUBEBase):
-    """Stepped fKUBE (the seed's benchmark): period 1 pulls every arm once, then stepped
-    exploitation on the fKUBE index, and a greedy fill by the same index (§5.5)."""
+    """Stepped fKUBE (the paper's benchmark): period 1 pulls every arm once, then stepped
+    exploitation on the fKUBE index, and a greedy fill by the same index (A.6)."""
 
     base_name = "stepped_fkube"
 
@@ -502,7 +502,7 @@ class SteppedFKUBE(_FKUBEBase):
 
 
 class SOAAv(Policy):
-    """Survival of the Above Average, adapted to periods (§5.6).
+    """Survival of the Above Average, adapted to periods (A.7).
 
     ``mode="batched"`` (default) spends ``B_res / L`` per period by round robin over
     the active arms; ``mode="pass"`` runs one contest per active arm per period,
@@ -549,7 +549,7 @@ class SOAAv(Policy):
         return n
 
 
-#: The policies of the chapter under their fixed names (defaults of the note).
+#: The policies of the chapter under their fixed names (the book's defaults).
 POLICIES: dict[str, Policy] = {
     "hais": HAIS(20, 0.5),
     "stepped_epsilon_first": SteppedEpsilonFirst(0.1),
@@ -624,7 +624,7 @@ def simulate_loop(instance: ISPInstance, policy: Any, budget: float, periods: in
                                     draws=draws) for r in range(integer("runs", runs, low=1))])
 
 
-# ------------------------------------------------------------------ experiments (§6)
+# ------------------------------------------------------------------ experiments (A.8)
 #: two-sided 99 % normal quantile, z_0.995
 Z99 = 2.5758293035489004
 
@@ -634,7 +634,7 @@ class Setting:
     """One cell of the experiment grid: an instance family, a budget and a deadline.
 
     ``family`` is ``"C"`` (with ``group_size``), ``"A"``, ``"B"`` or ``"random"``
-    (a fresh random instance every ``runs_per_instance`` runs, §3.3).
+    (a fresh random instance every ``runs_per_instance`` runs, A.2).
     """
 
     family: str
@@ -679,7 +679,7 @@ def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: int,
 
     Arrays of shape ``(len(settings), len(policies))``: ``pct``, ``pct_half``,
     ``total``, ``total_half``; plus ``optimal`` and ``optimal_half`` per setting.
-    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (§6).
+    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (A.8).
     """
     runs = integer("runs", runs, low=2)
     out = {}

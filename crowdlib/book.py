@@ -85,3 +85,28 @@ def table(headers: list[str], rows: list[list[Any]] | list[tuple[Any, ...]]) -> 
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return Markdown("\n".join(lines))
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Paste a computed value into the chapter's prose.
+
+    A number is pasted with a format, ``{glue:text}`name:.3f```; a string is Markdown (math
+    included), pasted with ``{glue:md}`name```. A thin wrapper of :func:`myst_nb.glue` that
+    hands it plain Python numbers: NumPy 2 prints its scalars as ``np.float64(...)``, which a
+    format spec in the prose cannot parse.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string, got {name!r}")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"value must be a number or a string, got {type(value).__name__}")
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
+    from myst_nb import glue as _glue
+
+    if isinstance(value, str):
+        from IPython.display import Markdown
+
+        value = Markdown(value)
+    _glue(name, value, display=display)

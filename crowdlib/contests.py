@@ -1,6 +1,6 @@
 """Efficient crowdsourcing contests (Cavallo & Jain, AAMAS 2012).
 
-Public API (names fixed by the book):
+Public API:
 
 * :func:`optimal_participants_uniform` -- Theorem 1, Eq. (19).
 * :func:`expected_max_quality` -- E[max of m i.i.d. full-effort goods] (Eq. 20).

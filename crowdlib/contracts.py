@@ -20,7 +20,7 @@ Representations used here.
 
 Ambiguities of the paper and how they are resolved (see the chapter):
 
-* The seed lost its formulas; Eqs. (1)-(5) are re-derived in the chapter and
+* The text we worked from lost its formulas; Eqs. (1)-(5) are re-derived in the chapter and
   the constructions below follow those derivations.
 * The integral form of the weighted expected share,
   ``E[w_i / (w_i + W)] = w_i * int_0^inf exp(-t w_i) prod_j (1 - p_j + p_j

@@ -16,11 +16,11 @@ fraction ``phi(rho_i / r)`` and is paid ``u_i * r * p(rho_i / r)``, where
 * :data:`OPTIMAL_RULE` -- ``phi*(x) = 1 + ln(1 - (1 - 1/e) x)`` (Theorem 1);
   :data:`UNIFORM_RULE` -- the two-level rule of Section 2 / Definition 3.
 
-How ambiguities of the seed's text (which lost its formulas) are resolved:
+How ambiguities of the paper (whose text we worked from lost its formulas) are resolved:
 
 * Boundary of a standard rule: ``phi(x) = 0`` for ``x >= 1`` (a seller whose
   rate equals the stretch gets nothing). For the uniform rule this means a
-  tie at the stopping rate is excluded (the reference note's tie remark).
+  tie at the stopping rate is excluded (see the chapter's remark on ties).
 * Stopping rate: the largest ``r`` whose total payment is at most ``B``
   (for a discontinuous rule, the supremum, which is attained because the total
   payment is left-continuous in ``r``).

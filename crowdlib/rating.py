@@ -1,12 +1,12 @@
 """Rating protocols for the crowdsourcing contest dilemma (Lu et al., arXiv:1712.09846).
 
-The seed lost every formula, Table II and Section V. The reference note
-(``shared/reference/rating-protocol.md``) reconstructs a stage game that agrees
-with the surviving prose and derives the protocol's mathematics inside it;
-section numbers below (§) are the note's. What the prose fixes is the paper's
-([R]); every closed form here is our derivation ([D]), checked in the chapter.
+The text of the paper we worked from lost every formula, Table II and Section V.
+The book reconstructs a stage game that agrees with the surviving prose and derives
+the protocol's mathematics inside it; the appendix to the rating chapter writes the
+formulas out ("A.n" below names its sections). What the prose fixes is the paper's
+(recovered); every closed form here is our derivation, checked in the chapter.
 
-How the open points are resolved (note §3.2, §4, §16):
+How the open points are resolved (A.1, A.2 and the chapter's open points):
 
 * Stage game "L" (leader-laggard): after stage 1 one worker is ahead (1/2 each
   if both chose alike, ``w`` for C against S); only the laggard attacks, at cost
@@ -77,7 +77,7 @@ def _delta(delta: Any) -> float:
     return real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
-# ------------------------------------------------------------------ the stage game (§3)
+# ------------------------------------------------------------------ the stage game (the chapter's game L)
 @dataclass(frozen=True)
 class StageGame:
     """The reduced stage-1 game (our Table II): payoffs and expected attacks per outcome.
@@ -99,12 +99,12 @@ def _nonneg_array(name: str, value: Any) -> FloatArray:
 
 def stage_game(c_i: Any, c_j: Any, a_i: Any, a_j: Any, d: Any, w: float = 1.0,
                variant: str = "L") -> StageGame:
-    """Reduced stage-1 payoffs with stage 2 folded in (note §3.2), for scalars or arrays.
+    """Reduced stage-1 payoffs with stage 2 folded in (A.2), for scalars or arrays.
 
     ``variant`` is ``"L"`` (leader-laggard) or ``"L'"`` (only a crowdsourced
     solution can be attacked). The laggard attacks iff ``d > a``. Array
     arguments broadcast; the result's arrays have shape ``(..., 2, 2)``. (The
-    note's third reading, an attack that shifts ``d`` of the winning
+    chapter's third reading, an attack that shifts ``d`` of the winning
     probability, has no pure equilibrium in its attack subgame once
     probabilities are clipped at 1, so the chapter discusses it for the CC
     subgame only.)
@@ -145,7 +145,7 @@ def pure_equilibria(game: StageGame) -> list[tuple[str, str]]:
     return [(names[r], names[k]) for r in (0, 1) for k in (0, 1) if mask[r, k]]
 
 
-# ------------------------------------------------------------------ rating dynamics (§5)
+# ------------------------------------------------------------------ rating dynamics (A.3)
 def _errors(eps1: Any, eps2: Any) -> tuple[float, float, float]:
     e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
     qN = (1 - e1) * (1 - e2)
@@ -173,7 +173,7 @@ def stationary_distribution(alpha: float, beta: float, eps1: float, eps2: float)
     return b * eb / s, a * qN / s
 
 
-# ------------------------------------------------------------------ utilities (§6-7)
+# ------------------------------------------------------------------ utilities (A.2, A.4)
 #: the worker's actions against a compliant opponent (game L, w = 1)
 ACTIONS = ("CN", "CA", "SN", "SA")
 
@@ -182,7 +182,7 @@ def action_table(cost: float, attack_cost: float, damage: float, p_min: float, p
                  eps1: float, eps2: float) -> tuple[FloatArray, FloatArray]:
     """One-period payoffs ``u[action, theta]`` and recorded-CN probabilities ``q[action]``.
 
-    Against a compliant opponent in game L with ``w = 1`` (§6): CN pays
+    Against a compliant opponent in game L with ``w = 1`` (A.2): CN pays
     ``P/2 - c``; CA (attacks when behind) ``(1 + d) P / 2 - c - a / 2``; SN ``0``;
     SA ``d P - a``. Recorded as CN with probability ``q_N``, ``(1 - eps1)/2``,
     ``eps1 (1 - eps2)`` and ``eps1 eps2``.
@@ -255,7 +255,7 @@ def best_responses(cost: float, attack_cost: float, damage: float, p_min: float,
 
 def sustainable(attack_costs: Any, damage: float, p_min: float, p_max: float,
                 alpha: float, beta: float, eps1: float, eps2: float, delta: float) -> bool:
-    """Proposition 1, condition (8), for both workers (note §8).
+    """Proposition 1, condition (8), for both workers (A.5).
 
     ``delta alpha K gap >= d P_min - a_k`` and ``delta beta K gap >= d P_max - a_k``
     with ``gap`` from Eq. (11) -- the one-shot CA deviation is unprofitable at
@@ -282,7 +282,7 @@ def requester_utility(alpha: float, beta: float, p_min: float, p_max: float, eps
     return qN - eta0 * _prob("p_min", p_min) - eta1 * _prob("p_max", p_max)
 
 
-# ------------------------------------------------------------------ design (§10-12)
+# ------------------------------------------------------------------ design (A.7-A.9)
 @dataclass(frozen=True)
 class Protocol:
     """A designed protocol: ``feasible`` is False (and the rest NaN) when none exists."""
@@ -375,7 +375,7 @@ def design_protocol(costs: Any, attack_costs: Any, damage: float, eps1: float, e
 
 def design_protocol_exact(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
                           delta: float) -> Protocol:
-    """The design problem with ``P_min = 0`` solved exactly as a linear program (note §12).
+    """The design problem with ``P_min = 0`` solved exactly as a linear program (A.9).
 
     With ``P_max`` at the participation price, utility increases in
     ``s = alpha q_N + beta eps_bar``; maximise ``s`` subject to (S), (P) and the
@@ -429,7 +429,7 @@ def design_protocol_brute(costs: Any, attack_costs: Any, damage: float, eps1: fl
 
 def best_protocol_free_pmin(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
                             delta: float, grid: int = 50) -> Protocol:
-    """The design problem *without* fixing ``P_min = 0`` (note §11, the Theorem 1 erratum).
+    """The design problem *without* fixing ``P_min = 0`` (A.7, the Theorem 1 erratum).
 
     For each ``(alpha, beta)`` on a ``grid x (grid + 1)`` grid the constraints
     (16), (17), participation and ``0 <= P_min <= P_max <= 1`` are linear in

@@ -42,3 +42,14 @@ def test_table_escapes_pipes_inside_cells():
     md = table(["E[X | Y]", "b"], [["|S|", 1]]).data
     assert md.splitlines()[0] == "| E[X \\| Y] | b |"
     assert md.splitlines()[2] == "| \\|S\\| | 1 |"
+
+
+def test_glue_refuses_what_prose_cannot_format():
+    from crowdlib.book import glue
+
+    with pytest.raises(ValueError, match="name"):
+        glue("not a name", 1.0)
+    with pytest.raises(TypeError, match="value"):
+        glue("x", [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        glue("x", float("nan"))

@@ -50,3 +50,12 @@ def test_fences_are_balanced_and_closed_on_their_own_line(md):
                     stack.pop()
                 break
     assert not stack, f"{md.name}: fence opened at line {stack[-1][1]} is never closed"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_every_code_cell_fence_is_a_code_cell(md):
+    """A directive whose title holds backticks can make jupytext read the code cells after it as
+    Markdown; their checks would then never run. Every ```{code-cell} fence must be a code cell."""
+    fences = sum(line.startswith("```{code-cell}") for line in md.read_text().splitlines())
+    cells = sum(c.cell_type == "code" for c in jupytext.read(md).cells)
+    assert fences == cells, f"{md.name}: {fences} code-cell fences but {cells} code cells"

@@ -175,7 +175,7 @@ def test_wrong_types_name_the_parameter(call, match):
 
 
 def test_noisy_attack_records_make_condition_16_bind():
-    # eps2 > 1/2 (K < 0): an attack improves the record; a referee's counter-example that all
+    # eps2 > 1/2 (K < 0): an attack improves the record; a counter-example that all
     # three routines used to call feasible although sustainable() said no
     args = ((0.1, 0.1), (0.03, 0.03), 0.05, 0.05, 0.6, 0.9)
     for fn in (Rt.design_protocol, Rt.design_protocol_exact, Rt.design_protocol_brute):
