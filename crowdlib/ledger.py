@@ -74,8 +74,8 @@ class LedgerDrift(AssertionError):
 @dataclass(frozen=True)
 class Row:
     """One ledger row. ``value``/``tol`` make a number drift-checked; ``evidence`` is the
-    counterexample (erratum) or the failing case (qualified); ``functions`` name the crowdlib
-    functions the check calls."""
+    counterexample (erratum) or the failing case (qualified); ``instead`` is what holds in place
+    of an erratum's statement; ``functions`` name the crowdlib functions the check calls."""
 
     chapter: str
     label: str
@@ -87,6 +87,7 @@ class Row:
     condition: str = ""
     anchor: str = ""
     evidence: str = ""
+    instead: str = ""
     value: float | None = None
     tol: float = 0.0
     functions: tuple[str, ...] = ()
@@ -291,7 +292,7 @@ class Ledger:
                                   f"({instead!r}) has no counterexample")
             if not alt:
                 raise CheckFailed(f"{where}\n  what should hold instead failed too: {instead!r}")
-            return self._add(Row(status="erratum", evidence=evidence or instead,
+            return self._add(Row(status="erratum", evidence=evidence, instead=instead,
                                  condition="", **common))
         if not ok:
             raise CheckFailed(f"{where}\n  check failed (paper: {_display(common['paper'])}; "
@@ -374,7 +375,7 @@ def _row_json(row: Row) -> dict[str, Any]:
 
 
 def _row_from_json(d: dict[str, Any]) -> Row:
-    return Row(**{**d, "functions": tuple(d.get("functions", ()))})
+    return Row(**{"instead": "", **d, "functions": tuple(d.get("functions", ()))})
 
 
 def drift(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
@@ -503,9 +504,9 @@ def errata_markdown(rows: Sequence[Row]) -> str:
     for status, title in (("erratum", "Errata"), ("qualified", "Qualifications")):
         mine = [r for r in rows if r.status == status]
         head = ["chapter", "item", "the paper", "evidence", "what holds"]
-        body = [[r.chapter, _link(r), r.paper or r.statement,
+        body = [[r.chapter, _link(r), f"{r.statement} ({r.paper})" if r.paper else r.statement,
                  r.evidence or r.ours,
-                 (f"under {r.condition}: {r.statement}" if status == "qualified" else r.ours)]
+                 (f"under the condition that {r.condition}" if status == "qualified" else r.instead)]
                 for r in mine]
         parts.append(f"## {title} ({len(mine)})\n\n" + (_table(head, body) if body else "None."))
     return "\n\n".join(parts)
