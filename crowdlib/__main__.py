@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from . import ledger
@@ -23,7 +24,7 @@ def _ledger(args: argparse.Namespace) -> int:
         json.dump([r.public() for r in rows], sys.stdout, indent=1, ensure_ascii=False)
         print()
         return 0
-    widths = (12, 20, 17, 12)
+    widths = (12, max(len(r.label) for r in rows), 17, 12)
     head = ("chapter", "item", "status", "kind")
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  what is checked")
     for r in rows:
@@ -42,6 +43,8 @@ def _ledger(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE"):  # `python -m crowdlib ledger | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="python -m crowdlib",
                                      description="crowdlib's command-line entry")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -101,6 +101,23 @@ class Row:
     def key(self) -> tuple[str, str]:
         return (self.label, self.statement)
 
+    def _repr_markdown_(self) -> str:
+        """The verdict line a cell shows after recording the row."""
+        kind = f" ({self.kind})" if self.kind else ""
+        line = f"**{self.label}: {self.status}**{kind}. {self.statement}"
+        if self.condition:
+            line += f" *Condition:* {self.condition}."
+        if self.instead:
+            line += f" *What holds instead:* {self.instead}."
+        if self.evidence:
+            line += f" *Evidence:* {self.evidence}."
+        if self.ours != "":
+            line += f" *Ours:* {_display(self.ours)}."
+        return line
+
+    def __repr__(self) -> str:
+        return f"<ledger row {self.chapter} / {self.label}: {self.status}>"
+
 
 def _text(name: str, value: Any, *, required: bool = True) -> str:
     if not isinstance(value, str):
@@ -271,6 +288,13 @@ class Ledger:
         _text("evidence", evidence, required=False)
         if condition and instead:
             raise ValueError(f"{label}: give a condition (qualified) or instead (erratum), not both")
+        if holds_under_condition is not None and not condition:
+            raise ValueError(f"{label}: holds_under_condition given without a condition")
+        if holds_instead is not None and not instead:
+            raise ValueError(f"{label}: holds_instead given without instead")
+        if (condition or instead) and not evidence.strip():
+            raise ValueError(f"{label}: a qualified or erratum row needs evidence: the failing case, "
+                             "in words")
         where = f"{self.chapter} / {label}: {statement}"
         if condition:
             if holds_under_condition is None:
@@ -381,9 +405,10 @@ def _row_from_json(d: dict[str, Any]) -> Row:
 def drift(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     """What differs between two ledgers of a chapter, one line per row, naming it.
 
-    Compared: the inventory, the set of rows (label and statement), each row's status, kind and
-    condition, and its ``value`` within the stored ``tol`` (or its ``ours`` exactly when it has
-    no value).
+    Compared: the inventory, the set of rows (label and statement), each row's status, kind,
+    condition, evidence, what holds instead, the paper's value, anchor and functions exactly,
+    and its ``value`` within the stored ``tol`` (or its ``ours`` exactly when it has no value;
+    a row with a value formats ``ours`` from it, so its text may move within the tolerance).
     """
     problems = []
     if stored.get("inventory") != fresh.get("inventory"):
@@ -396,8 +421,8 @@ def drift(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
         problems.append(f"{key[0]}: new row ({key[1]!r})")
     for key in sorted(old.keys() & new.keys()):
         a, b = old[key], new[key]
-        for f in ("status", "kind", "condition"):
-            if a[f] != b[f]:
+        for f in ("status", "kind", "condition", "evidence", "instead", "paper", "anchor", "functions"):
+            if a.get(f) != b.get(f):
                 problems.append(f"{key[0]}: {f} {a[f]!r} -> {b[f]!r} ({key[1]!r})")
         if a.get("value") is not None or b.get("value") is not None:
             va, vb = a.get("value"), b.get("value")

@@ -28,8 +28,10 @@ def test_status_is_computed_from_the_checks():
     r = lg.check("Theorem 1", "y", kind="numeric", holds=False, condition="c",
                  holds_under_condition=True, evidence="fails at 3")
     assert (r.status, r.condition) == ("qualified", "c")
-    r = lg.check("Theorem 1", "z", kind="numeric", holds=False, instead="w", holds_instead=True)
-    assert r.status == "erratum"
+    r = lg.check("Theorem 1", "z", kind="numeric", holds=False, instead="w", holds_instead=True,
+                 evidence="n = 3")
+    assert (r.status, r.instead) == ("erratum", "w")
+    assert "erratum" in r._repr_markdown_() and "w" in r._repr_markdown_()
     rows = lg.all_rows()
     assert [x.status for x in rows] == ["reproduced", "qualified", "erratum", "not covered"]
     assert rows[-1].label == "Figure 1" and rows[-1].anchor == "sec-a"
@@ -37,10 +39,10 @@ def test_status_is_computed_from_the_checks():
 
 @pytest.mark.parametrize("kw", [
     dict(holds=False),
-    dict(holds=True, condition="c", holds_under_condition=True),
-    dict(holds=False, condition="c", holds_under_condition=False),
-    dict(holds=True, instead="w", holds_instead=True),
-    dict(holds=False, instead="w", holds_instead=False),
+    dict(holds=True, condition="c", holds_under_condition=True, evidence="e"),
+    dict(holds=False, condition="c", holds_under_condition=False, evidence="e"),
+    dict(holds=True, instead="w", holds_instead=True, evidence="e"),
+    dict(holds=False, instead="w", holds_instead=False, evidence="e"),
 ])
 def test_a_failed_or_unexplained_check_stops_and_names_the_row(kw):
     with pytest.raises(CheckFailed, match="demo / Lemma 1: the claim"):
@@ -59,7 +61,13 @@ def test_bad_rows_are_refused():
         lg.check("Lemma 1", "x", kind="exact", holds="reproduced")
     with pytest.raises(ValueError, match="not both"):
         lg.check("Lemma 1", "x", kind="exact", holds=False, condition="c",
-                 holds_under_condition=True, instead="w", holds_instead=True)
+                 holds_under_condition=True, instead="w", holds_instead=True, evidence="e")
+    with pytest.raises(ValueError, match="needs evidence"):
+        lg.check("Lemma 1", "x", kind="exact", holds=False, condition="c", holds_under_condition=True)
+    with pytest.raises(ValueError, match="without a condition"):
+        lg.check("Lemma 1", "x", kind="exact", holds=True, holds_under_condition=True)
+    with pytest.raises(ValueError, match="without instead"):
+        lg.check("Lemma 1", "x", kind="exact", holds=True, holds_instead=False)
     with pytest.raises(ValueError, match="item of the paper"):
         lg.extension("Lemma 1", "x", kind="exact", holds=True)
     with pytest.raises(CheckFailed):
@@ -80,7 +88,8 @@ def test_write_then_verify_and_drift_names_the_row(tmp_path):
         if holds_as_stated:
             lg.check("Theorem 1", "y", kind="exact", holds=True)
         else:
-            lg.check("Theorem 1", "y", kind="exact", holds=False, instead="z", holds_instead=True)
+            lg.check("Theorem 1", "y", kind="exact", holds=False, instead="z", holds_instead=True,
+                     evidence="a counterexample")
         lg.unreproducible("Figure 1", "f", missing="the figure's data")
         return lg
 
@@ -90,6 +99,11 @@ def test_write_then_verify_and_drift_names_the_row(tmp_path):
         run(0.51).close("verify", tmp_path)
     with pytest.raises(LedgerDrift, match="Theorem 1: status 'reproduced' -> 'erratum'"):
         run(0.5, holds_as_stated=False).close("verify", tmp_path)
+    lg = run(0.5)
+    lg.section("sec-b")
+    lg.extension("Ours: x", "y", kind="numeric", holds=True)
+    with pytest.raises(LedgerDrift, match="Ours: x: new row"):
+        lg.close("verify", tmp_path)
     lg = book()
     with pytest.raises(LedgerDrift, match="Lemma 1: row vanished"):
         lg.close("verify", tmp_path)
@@ -112,6 +126,10 @@ def test_markdown_pages_link_every_row(tmp_path):
     lg.check("Theorem 1", "y", kind="numeric", holds=False, instead="w", holds_instead=True,
              evidence="n = 3")
     lg.close("write", tmp_path)
+    stored = json.loads((tmp_path / "demo.json").read_text())
+    changed = json.loads(json.dumps(stored))
+    changed["rows"][1]["evidence"] = "n = 4"
+    assert ledger.drift(stored, changed) == ["Theorem 1: evidence 'n = 3' -> 'n = 4' ('y')"]
     rows = ledger.load_all(tmp_path)
     assert "a \\| b" in ledger.rows_markdown(rows)
     assert "{ref}`Theorem 1 <sec-a>`" in ledger.errata_markdown(rows)
@@ -183,3 +201,11 @@ def test_no_assert_counts_the_chapters_own_records(chapter):
     text = (ROOT / "chapters" / f"{chapter}.md").read_text()
     assert not re.search(r"assert\s+len\((scorecard|rows|records)", text)
     assert "scorecard = []" not in text and "record(" not in text
+
+
+@pytest.mark.parametrize("chapter", ledger.CHAPTERS)
+def test_no_verdict_is_a_literal(chapter):
+    """A check's outcome is computed: holds, holds_under_condition and holds_instead are never
+    written as True or False in a chapter."""
+    text = (ROOT / "chapters" / f"{chapter}.md").read_text()
+    assert not re.search(r"\bholds(_under_condition|_instead)?\s*=\s*(True|False)\b", text)
