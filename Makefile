@@ -1,16 +1,26 @@
 # One command per job; each sets up its own virtual environment first.
-#   make book                  build the HTML book (fails on any notebook error or warning)
-#   make test                  unit/property tests of crowdlib + nbval on every chapter
-#   make chapter NAME=contests rerun one chapter, refresh its .ipynb, write its figures
+#   make test                  execute the chapters that changed, build the book, then run the
+#                              unit/property tests and the browser check of every page
+#   make book                  the same execution and build, without the tests
+#   make chapter NAME=contests rerun one chapter, store its .ipynb and ledger, write its figures
+#
+# How execution works: `python -m crowdlib execute` runs each chapter's MyST source once per
+# hash of (the chapter, crowdlib's source, requirements.txt, the chapter's stored ledger) and
+# keeps the executed notebook in _build/executed/. A chapter whose hash is unchanged is not run
+# again, so `make book` after `make test` executes nothing. Every execution verifies the stored
+# ledger and that its outputs equal the stored chapters/*.ipynb, which the book then renders
+# (execution is off in _config.yml): the book shows outputs verified against the current code.
+# `make force` re-executes every chapter.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 NAME   ?= contests
+JOBS   ?= 2
 # one cache of expensive results for the book, the tests and single-chapter runs
 export CROWDLIB_CACHE := $(CURDIR)/.crowdlib-cache
 
-.PHONY: book test chapter sync venv clean
+.PHONY: book test chapter force sync venv clean check-venv
 
 venv: $(STAMP)
 
@@ -21,27 +31,28 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP)
+# a .venv copied from another checkout would silently run that checkout's crowdlib
+check-venv: $(STAMP)
+	@$(BIN)/python -c "import crowdlib, pathlib, sys; \
+	  here = pathlib.Path('crowdlib').resolve(); there = pathlib.Path(crowdlib.__file__).resolve().parent; \
+	  sys.exit(0 if here == there else f'$(VENV) runs crowdlib from {there}, not {here}: remove $(VENV) and rerun make')"
+
+book: check-venv
+	$(BIN)/python -m crowdlib execute --jobs $(JOBS)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "Book written to _build/html/index.html"
 
-# nbval runs each chapter's current MyST source with the stored outputs of its .ipynb
-# (copied to _build/nbval, so an edit to a .md is executed even before `make chapter`): a
-# changed check stops its cell naming the ledger row, and a changed output fails the comparison.
-test: $(STAMP)
-	rm -rf _build/nbval && mkdir -p _build/nbval
-	for md in chapters/*.md; do nb=_build/nbval/$$(basename $$md .md).ipynb; \
-	    cp $${md%.md}.ipynb $$nb && $(BIN)/jupytext --quiet --to ipynb --update --output $$nb $$md \
-	    || exit 1; done
-	MPLBACKEND=Agg $(BIN)/python -m pytest tests _build/nbval/*.ipynb --nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg -q
+test: book
+	$(BIN)/python -m pytest tests -q -rs -n $(JOBS)
 
-# Execute the MyST source, refresh the paired .ipynb (outputs included, for nbval)
-# save every figure the chapter draws under figures/$(NAME)/, and store its ledger in
-# ledger/$(NAME).json (everywhere else, executing a chapter verifies that file instead).
-chapter: $(STAMP)
-	CROWDLIB_LEDGER=write CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) MPLBACKEND=Agg $(BIN)/jupytext --to ipynb \
-	    --execute chapters/$(NAME).md
+force: check-venv
+	$(BIN)/python -m crowdlib execute --jobs $(JOBS) --force
+
+# Execute one chapter, store its notebook (outputs and figures included) and its ledger, and
+# save every figure it draws under figures/$(NAME)/. The chapter name is checked.
+chapter: check-venv
+	CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) $(BIN)/python -m crowdlib execute --chapter $(NAME) \
+	    --store --force --jobs 1
 	@echo "Figures written to figures/$(NAME)/"
 
 # Re-pair after editing a chapter's .md or .ipynb by hand (jupytext keeps the newer side).

@@ -1,4 +1,9 @@
-"""Command-line entry: ``python -m crowdlib ledger [--json] [--chapter NAME]``."""
+"""Command-line entry.
+
+* ``python -m crowdlib ledger [--json] [--chapter NAME]``: the reproduction ledger.
+* ``python -m crowdlib execute [--chapter NAME ...] [--store] [--force] [--jobs N]``: execute
+  the chapters that changed since their last execution (see :func:`crowdlib.book.execute_chapter`).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +47,40 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _execute(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from . import book
+
+    names = book.chapter_names()
+    chosen = args.chapter or names
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
+              file=sys.stderr)
+        return 2
+    failures = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(book.execute_chapter, c, store=args.store, force=args.force): c
+                   for c in chosen}
+        bar = tqdm(total=len(futures), desc="chapters", unit="chapter", disable=args.quiet)
+        for future in as_completed(futures):
+            chapter = futures[future]
+            try:
+                _, ran = future.result()
+                bar.write(f"{chapter}: {'executed' if ran else 'unchanged, cached execution reused'}"
+                          + (", stored" if args.store else ", outputs match the stored notebook"))
+            except book.ChapterFailed as err:
+                failures.append(str(err))
+            bar.update()
+        bar.close()
+    for text in failures:
+        print(text, file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `python -m crowdlib ledger | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -54,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chapter", help="only this chapter (its file stem, e.g. contests)")
     p.add_argument("--dir", default=None, help="the ledger folder (default: the book's ledger/)")
     p.set_defaults(run=_ledger)
+    e = sub.add_parser("execute", help="execute the chapters whose sources or dependencies changed")
+    e.add_argument("--chapter", action="append", help="only this chapter (repeatable)")
+    e.add_argument("--store", action="store_true",
+                   help="write the executed notebook and the ledger as the stored ones")
+    e.add_argument("--force", action="store_true", help="execute even if nothing changed")
+    e.add_argument("--jobs", type=int, default=2, help="chapters executed at once (default 2)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(run=_execute)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -110,3 +110,230 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
         value = Markdown(value)
     _glue(name, value, display=display)
+
+
+# -- executing chapters: one cached execution serves the tests and the book -------------------
+#: Regexes applied to text outputs before stored and fresh outputs are compared (addresses,
+#: progress bars, figure reprs); the same list the stored notebooks were checked with.
+SANITIZE = [(r"0x[0-9a-f]+", "0xADDRESS"), (r"\d+%\|.*\|.*", "PROGRESS"),
+            (r"<Figure size \d+x\d+ with \d+ Axes>", "<Figure>")]
+#: A code cell with this tag has machine-dependent output (timings): it is executed and must
+#: not fail, but its output is not compared, and storing keeps the previous output while the
+#: cell's source is unchanged (so re-executing an unchanged chapter changes no file).
+VOLATILE_TAG = "nbval-ignore-output"
+
+
+def book_root() -> Path:
+    """The book's root: the nearest folder above the working directory (or above crowdlib's
+    checkout) that holds ``_toc.yml``."""
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "_toc.yml").exists():
+                return folder
+    raise FileNotFoundError("no _toc.yml above the working directory: run this inside the book")
+
+
+def chapter_names(root: Path | None = None) -> list[str]:
+    """The chapters of the book, in reading order (file stems of ``chapters/*.md`` in the toc)."""
+    import re
+
+    root = root or book_root()
+    return re.findall(r"file: chapters/(\w+)", (root / "_toc.yml").read_text())
+
+
+def execution_key(chapter: str, root: Path | None = None) -> str:
+    """Hash of everything a chapter's execution depends on: its source, crowdlib's source, the
+    pinned requirements and the stored ledger it is verified against."""
+    root = root or book_root()
+    h = hashlib.sha256()
+    parts = [root / "chapters" / f"{chapter}.md", root / "requirements.txt",
+             root / "ledger" / f"{chapter}.json"]
+    parts += sorted((root / "crowdlib").glob("*.py"))
+    for path in parts:
+        h.update(path.name.encode())
+        h.update(path.read_bytes() if path.exists() else b"<missing>")
+    return h.hexdigest()[:20]
+
+
+def _normalise(nb: Any) -> Any:
+    """Stable ids, no execution timestamps, no progress-bar text: the same execution always
+    serialises to the same bytes."""
+    import re
+
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"c{index:03d}"
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                if "\r" in text or re.search(r"\d+%\|", text):
+                    continue  # a progress bar
+            out.pop("execution_count", None) if out.get("output_type") != "execute_result" else None
+            kept.append(out)
+        cell["outputs"] = kept
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def _text_outputs(cell: Any) -> list[str]:
+    import re
+
+    texts = []
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "stream":
+            texts.append(f"{out.get('name')}: {out.get('text', '')}")
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data", {})
+            for mime in sorted(data):
+                if mime.startswith("image/"):
+                    texts.append(f"{mime}: <image>")  # pixels are not compared, presence is
+                else:
+                    value = data[mime]
+                    texts.append(f"{mime}: {value if isinstance(value, str) else ''.join(value)}")
+        elif kind == "error":
+            texts.append(f"error: {out.get('ename')}: {out.get('evalue')}")
+    joined = "\n".join(texts)
+    for pattern, repl in SANITIZE:
+        joined = re.sub(pattern, repl, joined)
+    return joined.splitlines()
+
+
+def compare_outputs(fresh: Any, stored: Any) -> list[str]:
+    """Where a fresh execution's outputs differ from the stored notebook's, one line per cell
+    (cells tagged :data:`VOLATILE_TAG` are skipped)."""
+    problems = []
+    fresh_code = [c for c in fresh.cells if c.cell_type == "code"]
+    stored_code = [c for c in stored.cells if c.cell_type == "code"]
+    if len(fresh_code) != len(stored_code):
+        return [f"{len(fresh_code)} code cells, the stored notebook has {len(stored_code)}"]
+    for number, (a, b) in enumerate(zip(fresh_code, stored_code), 1):
+        if VOLATILE_TAG in a.metadata.get("tags", []):
+            continue
+        if a.source.strip() != b.source.strip():
+            problems.append(f"code cell {number}: the source differs from the stored notebook")
+            continue
+        new, old = _text_outputs(a), _text_outputs(b)
+        if new != old:
+            first = next((i for i, (x, y) in enumerate(zip(new, old)) if x != y), min(len(new), len(old)))
+            got = new[first] if first < len(new) else "<nothing>"
+            want = old[first] if first < len(old) else "<nothing>"
+            problems.append(f"code cell {number} ({a.source.strip().splitlines()[0][:60]!r}): "
+                            f"output line {first + 1} is {got[:120]!r}, stored {want[:120]!r}")
+    return problems
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's execution raised, or its outputs differ from the stored notebook."""
+
+
+def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
+                    root: Path | None = None, timeout: int = 1800) -> tuple[Path, bool]:
+    """Execute ``chapters/<chapter>.md`` once per :func:`execution_key`; return the executed
+    notebook's path and whether it ran (``False``: the cached execution was still valid).
+
+    The executed notebook goes to ``_build/executed/<chapter>.ipynb``. Without ``store`` its
+    outputs must equal the stored ``chapters/<chapter>.ipynb`` (see :func:`compare_outputs`)
+    and the chapter's ledger is verified against ``ledger/<chapter>.json``. With ``store`` the
+    ledger is rewritten and the executed notebook replaces the stored one (``make chapter``).
+    Raises :class:`ChapterFailed` with the failing cell's traceback.
+    """
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    root = root or book_root()
+    names = chapter_names(root)
+    if chapter not in names:
+        raise ValueError(f"chapter must be one of {names}, got {chapter!r}")
+    key = execution_key(chapter, root)
+    out = root / "_build" / "executed" / f"{chapter}.ipynb"
+    stored_path = root / "chapters" / f"{chapter}.ipynb"
+    ran = False
+    mode = "write" if store else "verify"
+    cached_ok = (out.exists() and not force
+                 and nbformat.read(out, as_version=4).metadata.get("crowdlib", {}).get("key") == key)
+    if not cached_ok:
+        nb = jupytext.read(root / "chapters" / f"{chapter}.md")
+        env = {**os.environ, "CROWDLIB_LEDGER": mode}
+        env.setdefault("CROWDLIB_CACHE", str(root / ".crowdlib-cache"))
+        env.pop("MPLBACKEND", None)  # the inline backend, so figures are stored as PNG outputs
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(root / "chapters")}})
+        try:
+            client.execute(env=env)
+        except CellExecutionError as err:
+            raise ChapterFailed(f"chapter {chapter!r} failed:\n{err}") from None
+        nb = _normalise(nb)
+        nb.metadata["crowdlib"] = {"key": execution_key(chapter, root)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out)
+        ran = True
+    fresh = nbformat.read(out, as_version=4)
+    if store:
+        _store(fresh, stored_path)
+    else:
+        if not stored_path.exists():
+            raise ChapterFailed(f"{stored_path.name} is missing: run `make chapter NAME={chapter}`")
+        problems = compare_outputs(fresh, nbformat.read(stored_path, as_version=4))
+        if problems:
+            raise ChapterFailed(f"chapter {chapter!r}: the outputs differ from {stored_path.name} (run "
+                                f"`make chapter NAME={chapter}` if the change is intended):\n  "
+                                + "\n  ".join(problems))
+    return out, ran
+
+
+def _store(fresh: Any, stored_path: Path) -> None:
+    """Write the executed notebook as the stored one, keeping the previous outputs of volatile
+    cells whose source is unchanged."""
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(fresh)
+    nb.metadata.pop("crowdlib", None)
+    if stored_path.exists():
+        old = {c.source: c for c in nbformat.read(stored_path, as_version=4).cells
+               if c.cell_type == "code" and VOLATILE_TAG in c.metadata.get("tags", [])}
+        for cell in nb.cells:
+            if cell.cell_type == "code" and cell.source in old and old[cell.source].get("outputs"):
+                cell["outputs"] = old[cell.source]["outputs"]
+    text = nbformat.writes(nb) + "\n"
+    if not stored_path.exists() or stored_path.read_text() != text:
+        stored_path.write_text(text)
+
+
+# -- Sphinx extension: page fixes for the built book ------------------------------------------
+def _one_copy_of_each_script(app: Any, pagename: str, templatename: str, context: dict,
+                             doctree: Any) -> None:
+    """Jupyter Book registers sphinx-thebe's inline configuration twice, so every page declared
+    ``const THEBE_JS_URL`` twice (a JavaScript error). Keep the first copy of each script."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for script in scripts:
+        key = (getattr(script, "filename", None) or "", getattr(script, "attributes", {}).get("body", ""))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    scripts[:] = kept
+
+
+def _default_theme_mode(app: Any, config: Any) -> None:
+    """An empty default mode makes the theme log an error on every page; use the light theme."""
+    context = dict(config.html_context or {})
+    if not context.get("default_mode"):
+        context["default_mode"] = "light"
+    config.html_context = context
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx entry point (``sphinx: extra_extensions: [crowdlib.book]``)."""
+    app.connect("html-page-context", _one_copy_of_each_script, priority=900)
+    app.connect("config-inited", _default_theme_mode, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
