@@ -171,7 +171,10 @@ def _normalise(nb: Any) -> Any:
                 text = out.get("text", "")
                 if "\r" in text or re.search(r"\d+%\|", text):
                     continue  # a progress bar
-            out.pop("execution_count", None) if out.get("output_type") != "execute_result" else None
+            if (out.get("output_type") == "stream" and kept and kept[-1].get("output_type") == "stream"
+                    and kept[-1].get("name") == out.get("name")):
+                kept[-1]["text"] = kept[-1]["text"] + out["text"]  # one output per stream run:
+                continue                                          # chunking varies between runs
             kept.append(out)
         cell["outputs"] = kept
     nb.metadata.pop("widgets", None)
@@ -185,7 +188,12 @@ def _text_outputs(cell: Any) -> list[str]:
     for out in cell.get("outputs", []):
         kind = out.get("output_type")
         if kind == "stream":
-            texts.append(f"{out.get('name')}: {out.get('text', '')}")
+            text = out.get("text", "")
+            text = text if isinstance(text, str) else "".join(text)
+            if texts and texts[-1].startswith(f"{out.get('name')}: "):
+                texts[-1] += text  # adjacent chunks of one stream are one output
+            else:
+                texts.append(f"{out.get('name')}: {text}")
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
             for mime in sorted(data):

@@ -58,6 +58,11 @@ __all__ = [
     "PSECResult",
     "PSECModel",
     "bilateral_trade_reduction",
+    "BilateralTradeInstance",
+    "csec_expected_outcome",
+    "psec_expected_outcome",
+    "ExpectedOutcome",
+    "simulate_csec",
 ]
 
 _TIE_RTOL = 1e-12

@@ -50,7 +50,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+#: The statuses a row can have; :meth:`Ledger.check` derives the first three from its checks.
 STATUSES = ("reproduced", "qualified", "erratum", "not reproducible", "extension", "not covered")
+#: What a row's evidence is; ``consistency`` marks two routes through the same model.
 KINDS = ("symbolic", "exact", "numeric", "simulation", "figure", "consistency")
 #: The keys of ``python -m crowdlib ledger --json``, in this order.
 JSON_KEYS = ("chapter", "label", "statement", "status", "kind", "paper", "ours", "condition",
@@ -249,7 +251,7 @@ class Ledger:
         statement : str
             What is checked, in a sentence.
         kind : str
-            One of :data:`KINDS`.
+            One of :data:`crowdlib.ledger.KINDS`.
         holds : bool
             Whether the paper's statement, as stated, passed the check.
         paper, ours : str or number
@@ -487,7 +489,7 @@ def scorecard(rows: Sequence[Row]) -> Any:
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(c) if not str(c).startswith("{ref}") else str(c)
+    lines += ["| " + " | ".join(str(c) if str(c).startswith(("{ref}", "{py:obj}")) else _cell(c)
                                 for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -512,14 +514,19 @@ def summary_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _code_links(row: Row) -> str:
+    """Links to the API reference for the crowdlib functions a row's check calls."""
+    return ", ".join(f"{{py:obj}}`~crowdlib.{name}`" for name in row.functions)
+
+
 def rows_markdown(rows: Sequence[Row]) -> str:
-    """Every row, grouped by chapter, each linked to its section."""
+    """Every row, grouped by chapter, each linked to its section and to the functions it calls."""
     parts = []
     for chapter in dict.fromkeys(r.chapter for r in rows):
         mine = [r for r in rows if r.chapter == chapter]
         parts.append(f"### {{doc}}`chapters/{chapter}`\n\n" + _table(
-            ["item", "status", "kind", "what is checked"],
-            [[_link(r), r.status, r.kind, r.statement] for r in mine]))
+            ["item", "status", "kind", "what is checked", "code"],
+            [[_link(r), r.status, r.kind, r.statement, _code_links(r)] for r in mine]))
     return "\n\n".join(parts)
 
 

@@ -209,3 +209,20 @@ def test_no_verdict_is_a_literal(chapter):
     written as True or False in a chapter."""
     text = (ROOT / "chapters" / f"{chapter}.md").read_text()
     assert not re.search(r"\bholds(_under_condition|_instead)?\s*=\s*(True|False)\b", text)
+
+
+def test_every_function_a_row_names_exists():
+    import importlib
+
+    missing = []
+    for chapter, data in STORED.items():
+        for row in data["rows"]:
+            for name in row.get("functions", []):
+                module, *attrs = name.split(".")
+                obj = importlib.import_module(f"crowdlib.{module}")
+                try:
+                    for a in attrs:
+                        obj = getattr(obj, a)
+                except AttributeError:
+                    missing.append(f"{chapter} / {row['label']}: crowdlib.{name}")
+    assert not missing, "\n".join(missing)
