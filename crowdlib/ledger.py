@@ -298,28 +298,26 @@ class Ledger:
             raise ValueError(f"{label}: a qualified or erratum row needs evidence: the failing case, "
                              "in words")
         where = f"{self.chapter} / {label}: {statement}"
-        if condition:
-            if holds_under_condition is None:
-                raise ValueError(f"{label}: condition given without holds_under_condition")
-            under = _flag("holds_under_condition", holds_under_condition)
+        # a qualified row (condition) or an erratum (instead): the statement must fail as stated,
+        # and the alternative must pass its own check
+        for status, text, flag, flag_name, failed_alone, failed_too in (
+                ("qualified", condition, holds_under_condition, "holds_under_condition",
+                 f"the statement held without the condition {condition!r}: the qualification is "
+                 "not shown to be needed", f"fails even under the condition {condition!r}"),
+                ("erratum", instead, holds_instead, "holds_instead",
+                 f"the statement held, so the erratum ({instead!r}) has no counterexample",
+                 f"what should hold instead failed too: {instead!r}")):
+            if not text:
+                continue
+            if flag is None:
+                raise ValueError(f"{label}: a {status} row needs {flag_name}")
+            alternative = _flag(flag_name, flag)
             if ok:
-                raise CheckFailed(f"{where}\n  the statement held without the condition "
-                                  f"{condition!r}: the qualification is not shown to be needed")
-            if not under:
-                raise CheckFailed(f"{where}\n  fails even under the condition {condition!r}")
-            return self._add(Row(status="qualified", condition=condition, evidence=evidence,
-                                 **common))
-        if instead:
-            if holds_instead is None:
-                raise ValueError(f"{label}: instead given without holds_instead")
-            alt = _flag("holds_instead", holds_instead)
-            if ok:
-                raise CheckFailed(f"{where}\n  the statement held, so the erratum "
-                                  f"({instead!r}) has no counterexample")
-            if not alt:
-                raise CheckFailed(f"{where}\n  what should hold instead failed too: {instead!r}")
-            return self._add(Row(status="erratum", evidence=evidence, instead=instead,
-                                 condition="", **common))
+                raise CheckFailed(f"{where}\n  {failed_alone}")
+            if not alternative:
+                raise CheckFailed(f"{where}\n  {failed_too}")
+            return self._add(Row(status=status, condition=condition, evidence=evidence,
+                                 instead=instead, **common))
         if not ok:
             raise CheckFailed(f"{where}\n  check failed (paper: {_display(common['paper'])}; "
                               f"ours: {_display(common['ours'])})")
