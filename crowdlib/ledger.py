@@ -441,11 +441,12 @@ def ledger_dir() -> Path:
     env = os.environ.get("CROWDLIB_LEDGER_DIR")
     if env:
         return Path(env)
-    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
-        for folder in (start, *start.parents):
-            if (folder / "_toc.yml").exists():
-                return folder / "ledger"
-    return Path("ledger")
+    from .book import book_root
+
+    try:
+        return book_root() / "ledger"
+    except FileNotFoundError:
+        return Path("ledger")
 
 
 def load(chapter: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
