@@ -3,6 +3,7 @@
 #                              unit/property tests and the browser check of every page
 #   make book                  the same execution and build, without the tests
 #   make chapter NAME=contests rerun one chapter, store its .ipynb and ledger, write its figures
+#   (figures alone, without Jupyter: .venv/bin/python -m crowdlib figures --out DIR)
 #
 # How execution works: `python -m crowdlib execute` runs each chapter's MyST source once per
 # hash of (the chapter, crowdlib's source, requirements.txt, the chapter's stored ledger) and

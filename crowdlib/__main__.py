@@ -3,6 +3,8 @@
 * ``python -m crowdlib ledger [--json] [--chapter NAME]``: the reproduction ledger.
 * ``python -m crowdlib execute [--chapter NAME ...] [--store] [--force] [--jobs N]``: execute
   the chapters that changed since their last execution (see :func:`crowdlib.book.execute_chapter`).
+* ``python -m crowdlib figures [--chapter NAME ...] [--out DIR] [--format png|svg]``: redraw every
+  figure without Jupyter, with an index (file, chapter, section, caption).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
 from . import ledger
 
@@ -81,6 +84,46 @@ def _execute(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _figures(args: argparse.Namespace) -> int:
+    import csv
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from . import book
+
+    names = book.chapter_names()
+    chosen = args.chapter or names
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # each chapter runs in its own fresh process (matplotlib's state and the working folder are
+    # per process); "spawn" because forking a process that has started threads is unsafe
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(book.redraw_chapter_figures, c, str(out), args.format) for c in chosen]
+        for future in tqdm(futures, desc="chapters", unit="chapter", disable=args.quiet):
+            future.result()
+    rows = [dict(row, file=f"{row['figure']}.{args.format}") for c in chosen
+            for row in book.figure_index(c)]
+    missing = [r["file"] for r in rows if not (out / r["file"]).exists()]
+    with open(out / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["file", "chapter", "section", "label", "caption"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows) - len(missing)} figures and index.csv written to {out}")
+    if missing:
+        print("not drawn: " + ", ".join(missing), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `python -m crowdlib ledger | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -101,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--jobs", type=int, default=2, help="chapters executed at once (default 2)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(run=_execute)
+    f = sub.add_parser("figures", help="redraw every figure of the book without Jupyter")
+    f.add_argument("--chapter", action="append", help="only this chapter (repeatable)")
+    f.add_argument("--out", default="figures", help="the folder to write to (default: figures)")
+    f.add_argument("--format", choices=("png", "svg"), default="png")
+    f.add_argument("--jobs", type=int, default=2, help="chapters drawn at once (default 2)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(run=_figures)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -20,15 +20,21 @@ import numpy as np
 
 
 def save_figure(fig: Any, name: str) -> Path | None:
-    """Save ``fig`` as ``<name>.png`` in ``$CROWDLIB_FIGURES`` if it is set."""
+    """Save ``fig`` as ``<name>.<format>`` in ``$CROWDLIB_FIGURES`` if it is set.
+
+    The format is ``$CROWDLIB_FIGURE_FORMAT``: ``png`` (the default) or ``svg``.
+    """
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a non-empty file stem without '/', got {name!r}")
     target = os.environ.get("CROWDLIB_FIGURES")
     if not target:
         return None
+    fmt = os.environ.get("CROWDLIB_FIGURE_FORMAT", "png")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"CROWDLIB_FIGURE_FORMAT must be 'png' or 'svg', got {fmt!r}")
     path = Path(target)
     path.mkdir(parents=True, exist_ok=True)
-    out = path / f"{name}.png"
+    out = path / f"{name}.{fmt}"
     fig.savefig(out, dpi=150, bbox_inches="tight")
     return out
 
@@ -345,3 +351,81 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("html-page-context", _one_copy_of_each_script, priority=900)
     app.connect("config-inited", _default_theme_mode, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
+
+
+# -- redrawing the figures without Jupyter -----------------------------------------------------
+def figure_index(chapter: str, root: Path | None = None) -> list[dict[str, str]]:
+    """The figures a chapter draws, in order: file stem, label, section target and caption, read
+    from the chapter's source (``save_figure(fig, "name")`` and the cell's figure metadata)."""
+    import re
+
+    import jupytext
+
+    root = root or book_root()
+    section, rows = "", []
+    for cell in jupytext.read(root / "chapters" / f"{chapter}.md").cells:
+        if cell.cell_type == "markdown":
+            targets = re.findall(r"^\((\S+)\)=\s*$", cell.source, re.M)
+            section = targets[-1] if targets else section
+            continue
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        for name in re.findall(r'save_figure\(fig, "([^"]+)"\)', cell.source):
+            rows.append({"chapter": chapter, "figure": name, "label": figure.get("name", ""),
+                         "section": section, "caption": " ".join(figure.get("caption", "").split())})
+        # a figure drawn by a helper the cell calls: the helper's file stem is its last argument
+        for name in re.findall(r'^\w+\(.*"(\w+)"\)\s*$', cell.source, re.M | re.S):
+            if figure and name not in {r["figure"] for r in rows}:
+                rows.append({"chapter": chapter, "figure": name, "label": figure.get("name", ""),
+                             "section": section,
+                             "caption": " ".join(figure.get("caption", "").split())})
+    return rows
+
+
+def redraw_chapter_figures(chapter: str, out: str | os.PathLike, fmt: str = "png",
+                           root: Path | None = None) -> list[Path]:
+    """Run a chapter's code cells in this Python process (no Jupyter kernel, the Agg backend)
+    and save every figure it draws to ``out`` in ``fmt``; return the files written.
+
+    The cells are the chapter's own, so each figure comes from the same calls as in the book.
+    The ledger is neither verified nor written (``CROWDLIB_LEDGER=off``); the checks still run.
+    """
+    import contextlib
+    import io
+    import warnings
+
+    import jupytext
+    import matplotlib
+
+    root = root or book_root()
+    if chapter not in chapter_names(root):
+        raise ValueError(f"chapter must be one of {chapter_names(root)}, got {chapter!r}")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
+    out = Path(out).resolve()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = {k: os.environ.get(k) for k in ("CROWDLIB_FIGURES", "CROWDLIB_FIGURE_FORMAT",
+                                             "CROWDLIB_LEDGER", "CROWDLIB_CACHE")}
+    os.environ.update(CROWDLIB_FIGURES=str(out), CROWDLIB_FIGURE_FORMAT=fmt, CROWDLIB_LEDGER="off")
+    os.environ.setdefault("CROWDLIB_CACHE", str(root / ".crowdlib-cache"))
+    cwd = Path.cwd()
+    namespace: dict[str, Any] = {"__name__": f"crowdlib_figures_{chapter}"}
+    try:
+        os.chdir(root / "chapters")
+        for number, cell in enumerate(jupytext.read(root / "chapters" / f"{chapter}.md").cells):
+            if cell.cell_type != "code":
+                continue
+            code = compile(cell.source, f"{chapter}.md, cell {number}", "exec")
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exec(code, namespace)  # noqa: S102 - the book's own chapter source
+            plt.close("all")
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return [out / f"{row['figure']}.{fmt}" for row in figure_index(chapter, root)]
