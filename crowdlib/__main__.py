@@ -50,6 +50,20 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen_chapters(requested: list[str] | None) -> list[str] | None:
+    """The chapters asked for (all by default), or None after naming the unknown ones."""
+    from . import book
+
+    names = book.chapter_names()
+    chosen = requested or names
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
+              file=sys.stderr)
+        return None
+    return chosen
+
+
 def _execute(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -57,12 +71,8 @@ def _execute(args: argparse.Namespace) -> int:
 
     from . import book
 
-    names = book.chapter_names()
-    chosen = args.chapter or names
-    unknown = [c for c in chosen if c not in names]
-    if unknown:
-        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
-              file=sys.stderr)
+    chosen = _chosen_chapters(args.chapter)
+    if chosen is None:
         return 2
     failures = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -93,12 +103,8 @@ def _figures(args: argparse.Namespace) -> int:
 
     from . import book
 
-    names = book.chapter_names()
-    chosen = args.chapter or names
-    unknown = [c for c in chosen if c not in names]
-    if unknown:
-        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
-              file=sys.stderr)
+    chosen = _chosen_chapters(args.chapter)
+    if chosen is None:
         return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
