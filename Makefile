@@ -34,8 +34,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 # a .venv copied from another checkout would silently run that checkout's crowdlib
 check-venv: $(STAMP)
-	@$(BIN)/python -c "import crowdlib, pathlib, sys; \
-	  here = pathlib.Path('crowdlib').resolve(); there = pathlib.Path(crowdlib.__file__).resolve().parent; \
+	@$(BIN)/python -P -c "import crowdlib, pathlib, sys; \
+	  here = pathlib.Path('$(CURDIR)/crowdlib').resolve(); there = pathlib.Path(crowdlib.__file__).resolve().parent; \
 	  sys.exit(0 if here == there else f'$(VENV) runs crowdlib from {there}, not {here}: remove $(VENV) and rerun make')"
 
 book: check-venv
