@@ -11,12 +11,12 @@
 # again, so `make book` after `make test` executes nothing. Every execution verifies the stored
 # ledger and that its outputs equal the stored chapters/*.ipynb, which the book then renders
 # (execution is off in _config.yml): the book shows outputs verified against the current code.
-# `make force` re-executes every chapter.
+# `make force` re-executes every chapter from an empty result cache.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-NAME   ?= contests
+CHAPTERS = $(shell sed -n 's/.*file: chapters\///p' _toc.yml)
 JOBS   ?= 2
 # one cache of expensive results for the book, the tests and single-chapter runs
 export CROWDLIB_CACHE := $(CURDIR)/.crowdlib-cache
@@ -46,12 +46,15 @@ book: check-venv
 test: book
 	$(BIN)/python -m pytest tests -q -rs -n $(JOBS)
 
+# a full re-execution: the cached sweep results go too
 force: check-venv
+	rm -rf .crowdlib-cache
 	$(BIN)/python -m crowdlib execute --jobs $(JOBS) --force
 
 # Execute one chapter, store its notebook (outputs and figures included) and its ledger, and
 # save every figure it draws under figures/$(NAME)/. The chapter name is checked.
 chapter: check-venv
+	$(if $(NAME),,$(error make chapter needs NAME=<chapter>; the chapters are: $(CHAPTERS)))
 	CROWDLIB_FIGURES=$(CURDIR)/figures/$(NAME) $(BIN)/python -m crowdlib execute --chapter $(NAME) \
 	    --store --force --jobs 1
 	@echo "Figures written to figures/$(NAME)/"

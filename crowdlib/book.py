@@ -56,13 +56,17 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
     """Return ``compute(**params)``, computed once and stored as ``.npz``.
 
     The key is ``name`` plus a hash of the JSON of ``params`` (which must be
-    JSON-serialisable) and of crowdlib's source, so editing the library
-    recomputes. Delete the cache directory to force recomputation.
+    JSON-serialisable), of crowdlib's source and of ``$CROWDLIB_CACHE_SALT``, so editing
+    the library recomputes. ``python -m crowdlib execute`` sets the salt to a hash of the
+    chapter's code cells, so editing a chapter's code (a setting a compute function reads
+    from the chapter, say) recomputes that chapter's results too. Delete the cache
+    directory (``make force``) to force recomputation.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be an identifier-like string, got {name!r}")
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     digest.update(_library_fingerprint())  # a change to crowdlib invalidates every entry
+    digest.update(os.environ.get("CROWDLIB_CACHE_SALT", "").encode())
     key = digest.hexdigest()[:16]
     path = _cache_dir() / f"{name}-{key}.npz"
     if path.exists():
@@ -70,7 +74,7 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
             return {k: data[k] for k in data.files}
     result = {k: np.asarray(v) for k, v in compute(**params).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one temporary file per process
     np.savez(tmp, **result)
     tmp.replace(path)
     return result
@@ -147,13 +151,16 @@ def chapter_names(root: Path | None = None) -> list[str]:
     return re.findall(r"file: chapters/(\w+)", (root / "_toc.yml").read_text())
 
 
-def execution_key(chapter: str, root: Path | None = None) -> str:
+def execution_key(chapter: str, root: Path | None = None, ledger: bool = True) -> str:
     """Hash of everything a chapter's execution depends on: its source, crowdlib's source, the
-    pinned requirements and the stored ledger it is verified against."""
+    pinned requirements, the Python version and (``ledger``) the stored ledger it is verified
+    against."""
+    import platform
+
     root = root or book_root()
-    h = hashlib.sha256()
-    parts = [root / "chapters" / f"{chapter}.md", root / "requirements.txt",
-             root / "ledger" / f"{chapter}.json"]
+    h = hashlib.sha256(platform.python_version().encode())
+    parts = [root / "chapters" / f"{chapter}.md", root / "requirements.txt"]
+    parts += [root / "ledger" / f"{chapter}.json"] if ledger else []
     parts += sorted((root / "crowdlib").glob("*.py"))
     for path in parts:
         h.update(path.name.encode())
@@ -161,29 +168,56 @@ def execution_key(chapter: str, root: Path | None = None) -> str:
     return h.hexdigest()[:20]
 
 
-def _normalise(nb: Any) -> Any:
-    """Stable ids, no execution timestamps, no progress-bar text: the same execution always
-    serialises to the same bytes."""
+
+def _strip_progress(text: str) -> str:
+    """``text`` without progress-bar segments (tqdm's ``NN%|...|`` lines and carriage returns);
+    everything else a stream printed, warnings included, is kept."""
     import re
 
+    segments = re.split(r"(\r|\n)", text)
+    kept, out = [], []
+    for piece in segments:
+        if piece == "\r":
+            continue
+        if piece == "\n":
+            if kept and kept[-1] is not None:
+                out.append(kept[-1] + "\n")
+            kept.clear()
+            continue
+        kept.append(None if re.search(r"\d+%\|", piece) or not piece.strip() else piece)
+    if kept and kept[-1] is not None:
+        out.append(kept[-1])
+    return "".join(out)
+
+
+def _clean_outputs(outputs: list) -> list:
+    """Merge adjacent chunks of one stream (chunking varies between runs) and drop progress bars."""
+    kept: list = []
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            text = out.get("text", "")
+            text = text if isinstance(text, str) else "".join(text)
+            if kept and kept[-1].get("output_type") == "stream" and kept[-1].get("name") == out.get("name"):
+                kept[-1]["text"] += text
+                continue
+            out["text"] = text
+        kept.append(out)
+    for out in kept:
+        if out.get("output_type") == "stream":
+            out["text"] = _strip_progress(out["text"])
+    return [o for o in kept if o.get("output_type") != "stream" or o["text"].strip()]
+
+
+def _normalise(nb: Any) -> Any:
+    """Stable ids, no execution timestamps, no progress-bar text, no machine-specific Python
+    version: the same execution always serialises to the same bytes."""
     for index, cell in enumerate(nb.cells):
         cell["id"] = f"c{index:03d}"
         cell.metadata.pop("execution", None)
-        if cell.cell_type != "code":
-            continue
-        kept = []
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                text = out.get("text", "")
-                if "\r" in text or re.search(r"\d+%\|", text):
-                    continue  # a progress bar
-            if (out.get("output_type") == "stream" and kept and kept[-1].get("output_type") == "stream"
-                    and kept[-1].get("name") == out.get("name")):
-                kept[-1]["text"] = kept[-1]["text"] + out["text"]  # one output per stream run:
-                continue                                          # chunking varies between runs
-            kept.append(out)
-        cell["outputs"] = kept
+        if cell.cell_type == "code":
+            cell["outputs"] = _clean_outputs(cell.get("outputs", []))
     nb.metadata.pop("widgets", None)
+    nb.metadata.get("language_info", {}).pop("version", None)
     return nb
 
 
@@ -204,7 +238,9 @@ def _text_outputs(cell: Any) -> list[str]:
             data = out.get("data", {})
             for mime in sorted(data):
                 if mime.startswith("image/"):
-                    texts.append(f"{mime}: <image>")  # pixels are not compared, presence is
+                    blob = data[mime] if isinstance(data[mime], str) else "".join(data[mime])
+                    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+                    texts.append(f"{mime}: sha256 {digest}")  # identical bytes, run after run
                 else:
                     value = data[mime]
                     texts.append(f"{mime}: {value if isinstance(value, str) else ''.join(value)}")
@@ -220,10 +256,15 @@ def compare_outputs(fresh: Any, stored: Any) -> list[str]:
     """Where a fresh execution's outputs differ from the stored notebook's, one line per cell
     (cells tagged :data:`VOLATILE_TAG` are skipped)."""
     problems = []
+    if len(fresh.cells) != len(stored.cells):
+        return [f"{len(fresh.cells)} cells, the stored notebook has {len(stored.cells)}"]
+    for number, (a, b) in enumerate(zip(fresh.cells, stored.cells), 1):
+        meta = lambda c: (c.metadata.get("mystnb"), c.metadata.get("tags"))  # noqa: E731
+        if (a.cell_type, a.source.strip(), meta(a)) != (b.cell_type, b.source.strip(), meta(b)):
+            problems.append(f"cell {number} ({a.cell_type}): its text or figure metadata differs "
+                            "from the stored notebook")
     fresh_code = [c for c in fresh.cells if c.cell_type == "code"]
     stored_code = [c for c in stored.cells if c.cell_type == "code"]
-    if len(fresh_code) != len(stored_code):
-        return [f"{len(fresh_code)} code cells, the stored notebook has {len(stored_code)}"]
     for number, (a, b) in enumerate(zip(fresh_code, stored_code), 1):
         if VOLATILE_TAG in a.metadata.get("tags", []):
             continue
@@ -269,11 +310,16 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
     stored_path = root / "chapters" / f"{chapter}.ipynb"
     ran = False
     mode = "write" if store else "verify"
-    cached_ok = (out.exists() and not force
-                 and nbformat.read(out, as_version=4).metadata.get("crowdlib", {}).get("key") == key)
-    if not cached_ok:
+    try:
+        previous = nbformat.read(out, as_version=4).metadata.get("crowdlib", {}).get("key")
+    except Exception:  # missing, or left half-written by an interrupted run: execute again
+        previous = None
+    if force or previous != key:
+        sources = execution_key(chapter, root, ledger=False)
         nb = jupytext.read(root / "chapters" / f"{chapter}.md")
-        env = {**os.environ, "CROWDLIB_LEDGER": mode}
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        env = {**os.environ, "CROWDLIB_LEDGER": mode,
+               "CROWDLIB_CACHE_SALT": hashlib.sha256(code.encode()).hexdigest()[:16]}
         env.setdefault("CROWDLIB_CACHE", str(root / ".crowdlib-cache"))
         env.pop("MPLBACKEND", None)  # the inline backend, so figures are stored as PNG outputs
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -282,10 +328,13 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
             client.execute(env=env)
         except CellExecutionError as err:
             raise ChapterFailed(f"chapter {chapter!r} failed:\n{err}") from None
+        except Exception as err:  # a timeout or a dead kernel
+            raise ChapterFailed(f"chapter {chapter!r} failed: {type(err).__name__}: {err}") from None
+        if execution_key(chapter, root, ledger=False) != sources:
+            raise ChapterFailed(f"chapter {chapter!r}: its sources changed while it ran; run again")
         nb = _normalise(nb)
-        nb.metadata["crowdlib"] = {"key": execution_key(chapter, root)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out)
+        nb.metadata["crowdlib"] = {"key": execution_key(chapter, root)}  # the ledger as now stored
+        _write_atomically(out, nbformat.writes(nb) + "\n")
         ran = True
     fresh = nbformat.read(out, as_version=4)
     if store:
@@ -299,6 +348,18 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
                                 f"`make chapter NAME={chapter}` if the change is intended):\n  "
                                 + "\n  ".join(problems))
     return out, ran
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so an interrupted run leaves either
+    the old file or the new one."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _store(fresh: Any, stored_path: Path) -> None:
@@ -315,10 +376,10 @@ def _store(fresh: Any, stored_path: Path) -> None:
                if c.cell_type == "code" and VOLATILE_TAG in c.metadata.get("tags", [])}
         for cell in nb.cells:
             if cell.cell_type == "code" and cell.source in old and old[cell.source].get("outputs"):
-                cell["outputs"] = old[cell.source]["outputs"]
+                cell["outputs"] = _clean_outputs(old[cell.source]["outputs"])
     text = nbformat.writes(nb) + "\n"
     if not stored_path.exists() or stored_path.read_text() != text:
-        stored_path.write_text(text)
+        _write_atomically(stored_path, text)
 
 
 # -- Sphinx extension: page fixes for the built book ------------------------------------------

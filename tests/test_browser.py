@@ -20,9 +20,11 @@ HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 DRIVER = shutil.which("chromedriver")
-PAGES = sorted(p.relative_to(HTML) for p in HTML.rglob("*.html")
-               if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts)) \
-    if HTML.exists() else []
+# the pages of the current book (the toc, plus Sphinx's own pages), not stale files of an
+# earlier build that an incremental build leaves behind
+DOCS = ["index", "genindex", "search"] + re.findall(r"(?:root|file):\s*(\S+)",
+                                                    (ROOT / "_toc.yml").read_text())
+PAGES = [Path(f"{d}.html") for d in DOCS if (HTML / f"{d}.html").exists()] if HTML.exists() else []
 needs_book = pytest.mark.skipif(not PAGES, reason="the book is not built (run `make test`)")
 
 
@@ -56,13 +58,16 @@ def test_internal_links_and_images_resolve():
             parts = urlsplit(target)
             if parts.scheme or target.startswith(("//", "mailto:", "javascript:")):
                 continue
-            file = (HTML / page).parent / unquote(parts.path) if parts.path else HTML / page
+            file = ((HTML / page).parent / unquote(parts.path)).resolve() if parts.path else HTML / page
+            if HTML.resolve() not in file.parents and file != HTML.resolve():
+                broken.append(f"{page}: {target} (outside the built book)")
+                continue
             if not file.exists():
                 broken.append(f"{page}: {target} (no such file)")
                 continue
             if parts.fragment and file.suffix == ".html":
-                ids = parsed[file.relative_to(HTML)].ids if file.relative_to(HTML) in parsed \
-                    else _parse(file).ids
+                rel = file.relative_to(HTML.resolve())
+                ids = parsed[rel].ids if rel in parsed else _parse(file).ids
                 if unquote(parts.fragment) not in ids:
                     broken.append(f"{page}: {target} (no such anchor)")
     assert not broken, "\n".join(broken)
@@ -101,7 +106,8 @@ if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
 """
 PROBLEMS = """
 return {
-  mathjax: Array.from(document.querySelectorAll("mjx-merror, .MathJax_Error, [data-mjx-error]"))
+  mathjax: Array.from(document.querySelectorAll(
+               "mjx-merror, .MathJax_Error, [data-mjx-error], mjx-container [style*='red']"))
              .map(e => e.getAttribute("data-mjx-error") || e.textContent).slice(0, 5),
   images: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)
              .map(i => i.getAttribute("src")).slice(0, 5),
@@ -112,6 +118,7 @@ return {
 @needs_book
 @pytest.mark.parametrize("page", PAGES, ids=str)
 def test_page_renders_in_chromium(browser, page):
+    browser.get_log("browser")  # drop anything left from the previous page
     browser.get((HTML / page).as_uri())
     state = browser.execute_async_script(WAIT_FOR_MATHJAX)
     found = browser.execute_script(PROBLEMS)

@@ -88,3 +88,23 @@ def test_cli_refuses_an_unknown_chapter():
     out = subprocess.run([sys.executable, "-m", "crowdlib", "execute", "--chapter", "typo"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "contests" in out.stderr
+
+
+def test_progress_bars_go_and_everything_else_stays():
+    text = "a warning\n 50%|#####     | 1/2 [00:01<00:01]\r100%|##########| 2/2\ndone\n"
+    assert book._strip_progress(text) == "a warning\ndone\n"
+    cleaned = book._clean_outputs([{"output_type": "stream", "name": "stderr", "text": "x 10%|#|\r"},
+                                   {"output_type": "stream", "name": "stdout", "text": "a"},
+                                   {"output_type": "stream", "name": "stdout", "text": "b\n"}])
+    assert cleaned == [{"output_type": "stream", "name": "stdout", "text": "ab\n"}]
+
+
+def test_a_changed_markdown_cell_or_caption_is_seen(tmp_path):
+    import copy
+
+    import jupytext
+
+    nb = jupytext.read(ROOT / "chapters" / "rating.md")
+    other = copy.deepcopy(nb)
+    other.cells[0].source += " (edited)"
+    assert any("cell 1" in p for p in book.compare_outputs(nb, other))
