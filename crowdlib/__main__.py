@@ -108,6 +108,10 @@ def _figures(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    expected = [dict(row, file=f"{row['figure']}.{args.format}") for c in chosen
+                for row in book.figure_index(c)]
+    for row in expected:  # a file left by an earlier run must not stand in for a missing figure
+        (out / row["file"]).unlink(missing_ok=True)
     # each chapter runs in its own fresh process (matplotlib's state and the working folder are
     # per process); "spawn" because forking a process that has started threads is unsafe
     with ProcessPoolExecutor(max_workers=max(1, args.jobs),
@@ -115,8 +119,7 @@ def _figures(args: argparse.Namespace) -> int:
         futures = [pool.submit(book.redraw_chapter_figures, c, str(out), args.format) for c in chosen]
         for future in tqdm(futures, desc="chapters", unit="chapter", disable=args.quiet):
             future.result()
-    rows = [dict(row, file=f"{row['figure']}.{args.format}") for c in chosen
-            for row in book.figure_index(c)]
+    rows = expected
     missing = [r["file"] for r in rows if not (out / r["file"]).exists()]
     with open(out / "index.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["file", "chapter", "section", "label", "caption"],
