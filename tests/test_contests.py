@@ -153,3 +153,35 @@ def test_welfare_validates_its_input():
         c.welfare(8, [1, 1], [1, 1, 1])
     with pytest.raises(ValueError, match="efforts"):
         c.welfare(8, [1, 2], [1, 1])
+
+
+def _csec_mean_gap(v, n, quality, runs=100_000, seed=7):
+    """Largest |z| between simulated CSEC payments (Eqs. (23)-(25) applied per contest) and the
+    exact expected utilities: the chapter's Definition 2 / Theorem 2 simulation check."""
+    sim = c.simulate_csec(v, n, quality, runs=runs, rng=seed)
+    exact = c.csec_expected_outcome(v, n, quality)
+    z = [(sim["agent_utility"][:, i].mean() - exact.agents[i])
+         / max(sim["agent_utility"][:, i].std() / np.sqrt(runs), 1e-12) for i in range(n)]
+    z.append((sim["revenue"].mean() - exact.revenue) / max(sim["revenue"].std() / np.sqrt(runs), 1e-12))
+    return float(np.max(np.abs(z)))
+
+
+def test_the_ex_post_rule_check_fails_under_a_wrong_winner_bonus(monkeypatch):
+    """Mutation test: paying the winner Q_h instead of Q_h - Q^(2) (Eq. (24)) must be caught by
+    the same check that passes the correct rule (uniform and truncated-normal quality)."""
+    for v, n, q in ((30.0, 6, "uniform"), (40.0, 4, "truncnorm")):
+        assert _csec_mean_gap(v, n, q) < 4.5
+
+    right = c.csec_payments
+
+    def wrong(qualities, efforts, expected_marginal):
+        pay = right(qualities, efforts, expected_marginal)
+        q_ = np.atleast_2d(qualities)
+        rows, top = np.arange(q_.shape[0]), np.argmax(q_, axis=1)
+        second = -np.partition(-q_, 1, axis=1)[:, 1]
+        pay[rows, top] += second  # the winner keeps Q_h, not Q_h - Q^(2)
+        return pay
+
+    monkeypatch.setattr(c, "csec_payments", wrong)
+    for v, n, q in ((30.0, 6, "uniform"), (40.0, 4, "truncnorm")):
+        assert _csec_mean_gap(v, n, q) > 10
