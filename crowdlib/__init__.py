@@ -13,3 +13,7 @@ One module per topic:
 """
 
 __version__ = "0.1.0"
+
+from ._validation import CrowdlibWarning  # noqa: E402  (the warning class every module uses)
+
+__all__ = ["CrowdlibWarning"]

@@ -15,6 +15,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+class CrowdlibWarning(UserWarning):
+    """A crowdlib function was asked for something it can only do approximately or not at all
+    (a silent degradation turned into a warning that says why and what to use instead)."""
+
+
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     left = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
     right = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")

@@ -25,7 +25,9 @@ How the ambiguities of the paper are resolved:
 * Extreme effort is assumed efficient, which Lemma 2 proves for uniform quality;
   for the truncated normal it holds for ``v`` above about 2.7532
   (:func:`crowdlib.effort.extreme_effort_threshold`). Below that the policies
-  returned here are the best *extreme-effort* policies.
+  returned here are the best *extreme-effort* policies, and CSEC built on them is
+  not incentive compatible: :func:`csec`, :func:`csec_expected_outcome` and
+  :func:`simulate_csec` then warn with :class:`crowdlib.CrowdlibWarning`.
 * In PSEC (Eq. 42) the expectation over ``s~`` is over the whole skill vector,
   drawn i.i.d. from ``skill_prior``, and also over qualities; it is evaluated at
   the principal's reported value. This is the reading that reproduces the
@@ -34,7 +36,9 @@ How the ambiguities of the paper are resolved:
 
 from __future__ import annotations
 
+import functools
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -457,8 +461,31 @@ def _with_deviations(prescribed: NDArray[np.float64], changes: Mapping[int, floa
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _extreme_effort_threshold(sigma_ratio: float) -> float:
+    from .effort import extreme_effort_threshold
+
+    return extreme_effort_threshold(sigma_ratio=sigma_ratio, zero_effort="participate")[0]
+
+
+def _warn_below_threshold(v: float, model: QualityModel) -> None:
+    """CSEC assumes the policy of Eq. (11) is efficient; for truncated-normal quality it is only
+    above the extreme-effort threshold v*."""
+    from .quality import TruncNormQuality
+
+    if isinstance(model, TruncNormQuality) and v > 0:
+        v_star = _extreme_effort_threshold(model.sigma_ratio)
+        if v < v_star:
+            warnings.warn(
+                f"v = {v:g} is below the extreme-effort threshold v* = {v_star:.4f} of {model.name} "
+                "quality: the extreme policy of Eq. (11) is not efficient there, so CSEC built on it "
+                "is not incentive compatible (an agent gains by an intermediate effort). Use uniform "
+                "quality, or v above v*.", check.CrowdlibWarning, stacklevel=3)
+
+
 def _csec_plan(reported_v: float, n: int, model: QualityModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """delta* (first m* agents) and the expected marginals E[Q^(1) - Q^(1)_{-i}] CSEC charges."""
+    _warn_below_threshold(reported_v, model)
     prescribed = np.zeros(n)
     prescribed[: optimal_participants(reported_v, model, n)] = 1.0
     return prescribed, _csec_expected_marginal(reported_v, prescribed, model)

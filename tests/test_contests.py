@@ -185,3 +185,18 @@ def test_the_ex_post_rule_check_fails_under_a_wrong_winner_bonus(monkeypatch):
     monkeypatch.setattr(c, "csec_payments", wrong)
     for v, n, q in ((30.0, 6, "uniform"), (40.0, 4, "truncnorm")):
         assert _csec_mean_gap(v, n, q) > 10
+
+
+def test_csec_below_the_extreme_effort_threshold_warns():
+    import warnings
+
+    from crowdlib import CrowdlibWarning
+
+    with pytest.warns(CrowdlibWarning, match="below the extreme-effort threshold"):
+        c.csec_expected_outcome(2.0, 2, "truncnorm")
+    with pytest.warns(CrowdlibWarning):
+        c.simulate_csec(2.5, 3, "truncnorm", runs=10, rng=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CrowdlibWarning)
+        c.csec_expected_outcome(40.0, 3, "truncnorm")   # above v*: no warning
+        c.csec_expected_outcome(2.0, 2, "uniform")      # uniform quality: extreme effort is efficient

@@ -1,6 +1,7 @@
 """Every mechanism of crowdlib through the shared IC / IR / budget checks."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from crowdlib import contests as c
@@ -101,6 +102,7 @@ def test_csec_properties_on_random_environments(v, n, quality, agent, e, report)
     assert lie.principal <= truth.principal + 1e-9
 
 
+@pytest.mark.filterwarnings("ignore::crowdlib.CrowdlibWarning")  # the warning is the point
 def test_csec_is_not_ic_below_the_extreme_effort_threshold():
     """Below v*, m* from Eq. (11) is not efficient and a deviation pays (truncated normal)."""
     truth = c.csec_expected_outcome(1.0, 1, "truncnorm")
