@@ -67,6 +67,8 @@ __all__ = [
     "psec_expected_outcome",
     "ExpectedOutcome",
     "simulate_csec",
+    "best_effort_deviation",
+    "free_ticket_gain",
 ]
 
 _TIE_RTOL = 1e-12
@@ -548,6 +550,41 @@ def psec_expected_outcome(v: float, skills: Sequence[float], skill_prior: Mappin
     charge = float(prescribed.sum()) + model.guarantee(reports)
     return ExpectedOutcome(principal=best - charge, agents=payments - actual,
                            revenue=charge - float(payments.sum()))
+
+
+def best_effort_deviation(v: float, n: int, quality: str | QualityModel = "uniform", *,
+                          agent: int = 0, efforts: ArrayLike | None = None) -> tuple[float, float]:
+    """An agent's best gain in CSEC from exerting an effort other than the prescribed one.
+
+    Returns ``(gain, effort)``: the largest ``E[u | effort] - E[u | prescribed]`` over
+    ``efforts`` (default 101 points of [0, 1]) and the effort that attains it. A positive gain
+    means CSEC is not incentive compatible at ``v`` (Theorem 2 needs the efficient policy; for
+    truncated-normal quality below v* the policy of Eq. (11) is not, and this finds the gain).
+    """
+    n = check.integer("n", n, low=1)
+    agent = check.integer("agent", agent, low=0)
+    if agent >= n:
+        raise ValueError(f"agent must be in [0, {n - 1}], got {agent}")
+    grid = np.linspace(0.0, 1.0, 101) if efforts is None else check.real_vector(
+        "efforts", efforts, low=0.0, high=1.0)
+    truth = csec_expected_outcome(v, n, quality).agents[agent]
+    gains = np.array([csec_expected_outcome(v, n, quality, efforts={agent: float(e)}).agents[agent]
+                      for e in grid]) - truth
+    best = int(np.argmax(gains))
+    return float(gains[best]), float(grid[best])
+
+
+def free_ticket_gain(v: float, quality: str | QualityModel = "truncnorm", effort: float = 1e-12) -> float:
+    """What one agent beyond m* gains in CSEC by exerting a tiny effort (default 1e-12).
+
+    With truncated-normal quality a good made with effort 0+ still has positive quality (the
+    "abstain" reading of effort 0), so a non-participant can buy a free lottery ticket; its value
+    measures how far the extreme policy of Eq. (11) is from exactly efficient.
+    """
+    effort = check.real("effort", effort, low=0.0, high=1.0, low_open=True)
+    model = get_quality(quality)
+    m = optimal_participants(v, model)
+    return float(csec_expected_outcome(v, m + 1, model, efforts={m: effort}).agents[m])
 
 
 def simulate_csec(v: float, n: int, quality: str | QualityModel = "uniform", runs: int = 10_000,

@@ -200,3 +200,15 @@ def test_csec_below_the_extreme_effort_threshold_warns():
         warnings.simplefilter("error", CrowdlibWarning)
         c.csec_expected_outcome(40.0, 3, "truncnorm")   # above v*: no warning
         c.csec_expected_outcome(2.0, 2, "uniform")      # uniform quality: extreme effort is efficient
+
+
+@pytest.mark.filterwarnings("ignore::crowdlib.CrowdlibWarning")  # below v* on purpose
+def test_deviation_and_free_ticket_routines():
+    gain, effort = c.best_effort_deviation(2.0, 2, "truncnorm", efforts=np.linspace(0.5, 1, 101))
+    assert gain > 1e-3 and 0.5 <= effort < 1.0          # below v*: easing off pays
+    assert c.best_effort_deviation(30.0, 6, "uniform")[0] <= 1e-9   # CSEC is IC there
+    assert 0 < c.free_ticket_gain(40.0) < 1e-7           # sigma = v/8: a tiny free ticket
+    with pytest.raises(ValueError, match="agent"):
+        c.best_effort_deviation(8.0, 3, agent=3)
+    with pytest.raises(ValueError, match="effort"):
+        c.free_ticket_gain(40.0, effort=0.0)
