@@ -222,18 +222,14 @@ def _normalise(nb: Any) -> Any:
 
 
 def _text_outputs(cell: Any) -> list[str]:
+    import copy
     import re
 
     texts = []
-    for out in cell.get("outputs", []):
+    for out in _clean_outputs(copy.deepcopy(list(cell.get("outputs", [])))):  # as stored
         kind = out.get("output_type")
         if kind == "stream":
-            text = out.get("text", "")
-            text = text if isinstance(text, str) else "".join(text)
-            if texts and texts[-1].startswith(f"{out.get('name')}: "):
-                texts[-1] += text  # adjacent chunks of one stream are one output
-            else:
-                texts.append(f"{out.get('name')}: {text}")
+            texts.append(f"{out.get('name')}: {out['text']}")
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
             for mime in sorted(data):

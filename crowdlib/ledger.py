@@ -57,8 +57,6 @@ KINDS = ("symbolic", "exact", "numeric", "simulation", "figure", "consistency")
 #: The keys of ``python -m crowdlib ledger --json``, in this order.
 JSON_KEYS = ("chapter", "label", "statement", "status", "kind", "paper", "ours", "condition",
              "anchor")
-#: The book's chapters in reading order (the file stems of ``chapters/*.md``).
-CHAPTERS = ("contests", "contracts", "procurement", "incentives", "rating")
 
 __all__ = ["Ledger", "Row", "CheckFailed", "LedgerDrift", "STATUSES", "KINDS", "JSON_KEYS",
            "load", "load_all", "ledger_dir", "drift", "summary_markdown", "rows_markdown",
@@ -462,7 +460,13 @@ def load_all(directory: str | os.PathLike | None = None) -> list[Row]:
     """Every stored row of every chapter, chapters in reading order (others after, by name)."""
     folder = Path(directory) if directory is not None else ledger_dir()
     stems = sorted(p.stem for p in folder.glob("*.json"))
-    order = [c for c in CHAPTERS if c in stems] + [s for s in stems if s not in CHAPTERS]
+    from .book import chapter_names
+
+    try:
+        chapters = chapter_names()  # the toc's reading order
+    except FileNotFoundError:
+        chapters = []
+    order = [c for c in chapters if c in stems] + [s for s in stems if s not in chapters]
     return [_row_from_json(r) for c in order for r in load(c, folder)["rows"]]
 
 
