@@ -5,6 +5,7 @@ One module per topic:
 * :mod:`crowdlib.quality` -- quality distributions (Cavallo & Jain, Section 2).
 * :mod:`crowdlib.effort` -- when extreme effort is efficient (Lemma 1, Section 2.2).
 * :mod:`crowdlib.contests` -- optimal participation, CSEC and PSEC mechanisms.
+* :mod:`crowdlib.contests_audit` -- audits of Theorems 2 and 4 that run the ex-post rules.
 * :mod:`crowdlib.contracts` -- Luce contracts for a budget-constrained principal.
 * :mod:`crowdlib.procurement` -- budget-feasible mechanisms for large markets.
 * :mod:`crowdlib.bandits` -- adaptive incentive selection under a budget and a deadline.

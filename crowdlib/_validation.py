@@ -41,13 +41,17 @@ def real(name: str, value: Any, *, low: float | None = None, high: float | None 
     return x
 
 
-def integer(name: str, value: Any, *, low: int | None = None) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``low``."""
+def integer(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int after checking it is an integer in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     k = int(value)
-    if low is not None and k < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {k}")
+    if (low is not None and k < low) or (high is not None and k > high):
+        if high is None:
+            raise ValueError(f"{name} must be an integer >= {low}, got {k}")
+        if low is None:
+            raise ValueError(f"{name} must be an integer <= {high}, got {k}")
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {k}")
     return k
 
 
