@@ -7,6 +7,7 @@ One module per topic:
 * :mod:`crowdlib.contests` -- optimal participation, CSEC and PSEC mechanisms.
 * :mod:`crowdlib.contests_audit` -- audits of Theorems 2 and 4 that run the ex-post rules.
 * :mod:`crowdlib.contracts` -- Luce contracts for a budget-constrained principal.
+* :mod:`crowdlib.contracts_audit` -- random families and checks for its "for all" claims.
 * :mod:`crowdlib.procurement` -- budget-feasible mechanisms for large markets.
 * :mod:`crowdlib.bandits` -- adaptive incentive selection under a budget and a deadline.
 * :mod:`crowdlib.rating` -- rating protocols for the crowdsourcing contest dilemma.
