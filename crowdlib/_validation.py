@@ -91,3 +91,31 @@ def distribution(name: str, prior: Any) -> tuple[NDArray[np.float64], NDArray[np
     if abs(probs.sum() - 1.0) > 1e-9:
         raise ValueError(f"the probabilities of {name} must sum to 1, got {probs.sum()}")
     return support, probs
+
+
+def generator(name: str, rng: Any) -> np.random.Generator:
+    """The book's one randomness convention: an int seed (>= 0), a SeedSequence, a Generator, or
+    None (fresh entropy), turned into a Generator."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, bool):
+        raise TypeError(f"{name} must be an int seed, a SeedSequence or a Generator, got bool")
+    if isinstance(rng, (Integral, np.integer)):
+        if rng < 0:
+            raise ValueError(f"{name} must be a seed >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    if rng is None or isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(f"{name} must be an int seed, a SeedSequence or a Generator, got "
+                    f"{type(rng).__name__}")
+
+
+def seed_sequence(name: str, seed: Any) -> np.random.SeedSequence:
+    """An int seed (>= 0) or a SeedSequence, as a SeedSequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (Integral, np.integer)):
+        raise TypeError(f"{name} must be an int seed or a SeedSequence, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a seed >= 0, got {seed}")
+    return np.random.SeedSequence(int(seed))

@@ -37,6 +37,7 @@ How the ambiguities of the paper are resolved:
 from __future__ import annotations
 
 import functools
+import math
 import itertools
 import warnings
 from dataclasses import dataclass, field
@@ -93,12 +94,7 @@ def optimal_participants_uniform(v: float) -> int:
         The principal's value, ``v >= 0``.
     """
     v = check.real("v", v, low=0.0)
-    k = int(np.floor(np.sqrt(v)))
-    # guard against floating error in sqrt for perfect squares
-    while (k + 1) * (k + 1) <= v:
-        k += 1
-    while k * k > v:
-        k -= 1
+    k = math.isqrt(math.floor(v))  # exact integer square root: k^2 <= v < (k + 1)^2
     return k - 1 if k * k + k > v else k
 
 
@@ -149,7 +145,8 @@ def welfare(v: float, efforts: ArrayLike, skills: ArrayLike,
 def _efficient_welfare(v: float, s: NDArray[np.float64], model: QualityModel) -> float:
     """Welfare of the efficient extreme-effort policy, W(v, s)."""
     eff = _efficient_efforts(v, s, model)
-    return model.expected_max(v, eff, s) - float(eff.sum())
+    # the empty policy has welfare 0, so the efficient welfare is never below it (rounding aside)
+    return max(model.expected_max(v, eff, s) - float(eff.sum()), 0.0)
 
 
 def efficient_efforts(v: float, skills: ArrayLike,
@@ -299,6 +296,20 @@ class PSECModel:
     quality: QualityModel
     _cache: dict[tuple[float, tuple[float, ...]], float] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self.n = check.integer("n", self.n, low=1)
+        check.distribution("skill_prior", self.skill_prior)
+        self.skill_prior = {float(s): float(p) for s, p in self.skill_prior.items()}
+        self.v_low = check.real("v_low", self.v_low, low=0.0)
+        self.quality = get_quality(self.quality)
+
+    def matches(self, n: int, skill_prior: Mapping[float, float], v_low: float,
+                quality: QualityModel) -> bool:
+        """Whether this cache belongs to the environment (n, prior, v_low, quality)."""
+        prior = {float(s): float(p) for s, p in skill_prior.items()}
+        return (self.n == n and self.skill_prior == prior and self.v_low == v_low
+                and self.quality.name == quality.name)
+
     def welfare(self, v: float, skills: Sequence[float]) -> float:
         key = (float(v), tuple(sorted(float(x) for x in skills)))
         if key not in self._cache:
@@ -380,8 +391,10 @@ def psec(v: float, skills: Sequence[float], qualities: Sequence[float],
     qm = get_quality(quality)
     if model is None:
         model = PSECModel(n=s.size, skill_prior=dict(skill_prior), v_low=v_low, quality=qm)
-    elif model.n != s.size or model.v_low != v_low or model.quality.name != qm.name:
-        raise ValueError("model does not match n, v_low or quality of this call")
+    elif not isinstance(model, PSECModel):
+        raise TypeError(f"model must be a PSECModel, got {type(model).__name__}")
+    elif not model.matches(s.size, skill_prior, v_low, qm):
+        raise ValueError("model does not match the n, skill_prior, v_low or quality of this call")
     efforts = _efficient_efforts(v, s, qm)
     g = model.guarantee(s)
     term = model.ex_ante_term(v)
@@ -465,24 +478,47 @@ def _with_deviations(prescribed: NDArray[np.float64], changes: Mapping[int, floa
 
 @functools.lru_cache(maxsize=32)
 def _extreme_effort_threshold(sigma_ratio: float) -> float:
+    """v* for this spread, or nan when the threshold equations have no verified solution."""
     from .effort import extreme_effort_threshold
 
-    return extreme_effort_threshold(sigma_ratio=sigma_ratio, zero_effort="participate")[0]
+    try:
+        return extreme_effort_threshold(sigma_ratio=sigma_ratio, zero_effort="participate")[0]
+    except ValueError:
+        return float("nan")
+
+
+def _free_ticket(v: float, model: QualityModel, effort: float = 1e-9) -> float:
+    """What an agent beyond m* gains in CSEC by a tiny effort (quality 0 means no good): its
+    expected marginal contribution, which CSEC pays it, minus the effort."""
+    m = optimal_participants(v, model)
+    full, without = model.expected_max_leave_one_out(v, np.r_[np.ones(m), effort], np.ones(m + 1))
+    return float(full - without[-1] - effort)
 
 
 def _warn_below_threshold(v: float, model: QualityModel) -> None:
-    """CSEC assumes the policy of Eq. (11) is efficient; for truncated-normal quality it is only
-    above the extreme-effort threshold v*."""
+    """CSEC assumes the policy of Eq. (11) is efficient. For truncated-normal quality that needs
+    v above the extreme-effort threshold v*, and no free lottery ticket (a tiny effort that buys
+    a good of positive quality) worth more than rounding."""
     from .quality import TruncNormQuality
 
-    if isinstance(model, TruncNormQuality) and v > 0:
-        v_star = _extreme_effort_threshold(model.sigma_ratio)
-        if v < v_star:
-            warnings.warn(
-                f"v = {v:g} is below the extreme-effort threshold v* = {v_star:.4f} of {model.name} "
-                "quality: the extreme policy of Eq. (11) is not efficient there, so CSEC built on it "
-                "is not incentive compatible (an agent gains by an intermediate effort). Use uniform "
-                "quality, or v above v*.", check.CrowdlibWarning, stacklevel=3)
+    if not (isinstance(model, TruncNormQuality) and v > 0):
+        return
+    v_star = _extreme_effort_threshold(model.sigma_ratio)
+    if np.isnan(v_star):
+        reason = (f"no extreme-effort threshold v* could be established for {model.name} quality, "
+                  "so the extreme policy of Eq. (11) may not be efficient")
+    elif v < v_star:
+        reason = (f"v = {v:g} is below the extreme-effort threshold v* = {v_star:.4f} of "
+                  f"{model.name} quality: the extreme policy of Eq. (11) is not efficient there")
+    else:
+        ticket = _free_ticket(v, model)
+        if ticket <= 1e-6 * max(1.0, v):
+            return
+        reason = (f"at v = {v:g} a non-participant gains {ticket:.3g} by a tiny effort under "
+                  f"{model.name} quality (a free lottery ticket), so the extreme policy of "
+                  "Eq. (11) is not efficient")
+    warnings.warn(f"{reason}; CSEC built on it is not incentive compatible. Use uniform quality, "
+                  "a narrower spread, or v above v*.", check.CrowdlibWarning, stacklevel=4)
 
 
 def _csec_plan(reported_v: float, n: int, model: QualityModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -510,7 +546,7 @@ def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "unifo
     n = check.integer("n", n, low=1)
     rv = v if reported_v is None else check.real("reported_v", reported_v, low=0.0)
     model = get_quality(quality)
-    g = 0.0 if v_low is None else surplus_guarantee(check.real("v_low", v_low, low=0.0), n, model)
+    g = 0.0 if v_low is None else surplus_guarantee(check.real("v_low", v_low, low=0.0, high=v), n, model)
     prescribed, charged_marginal = _csec_plan(rv, n, model)
     actual = _with_deviations(prescribed, efforts, "efforts")
     skills = np.ones(n)
@@ -541,6 +577,10 @@ def psec_expected_outcome(v: float, skills: Sequence[float], skill_prior: Mappin
     qm = get_quality(quality)
     if model is None:
         model = PSECModel(n=s.size, skill_prior=dict(skill_prior), v_low=v_low, quality=qm)
+    elif not isinstance(model, PSECModel):
+        raise TypeError(f"model must be a PSECModel, got {type(model).__name__}")
+    elif not model.matches(s.size, skill_prior, v_low, qm):
+        raise ValueError("model does not match the n, skill_prior, v_low or quality of this call")
     reports = _with_deviations(s, reported_skills, "reported_skills")
     prescribed = _efficient_efforts(rv, reports, qm)
     actual = _with_deviations(prescribed, efforts, "efforts")
@@ -599,7 +639,7 @@ def simulate_csec(v: float, n: int, quality: str | QualityModel = "uniform", run
     v = check.real("v", v, low=0.0)
     n = check.integer("n", n, low=1)
     runs = check.integer("runs", runs, low=1)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = check.generator("rng", rng)
     model = get_quality(quality)
     prescribed, marginal = _csec_plan(v, n, model)
     actual = _with_deviations(prescribed, efforts, "efforts")

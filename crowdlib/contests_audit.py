@@ -43,7 +43,8 @@ from .contests import (PSECModel, _csec_expected_marginal, _efficient_efforts, c
 from .quality import QualityModel, get_quality
 
 __all__ = ["AuditItem", "MechanismAudit", "CSECRule", "PSECRule", "csec_rule", "psec_rule",
-           "audit_csec", "audit_psec", "exact_csec_audit", "exact_psec_audit", "csec_mutations", "psec_mutations"]
+           "audit_csec", "audit_psec", "exact_csec_audit", "exact_psec_audit", "csec_mutations", "psec_mutations", "TransferCensus",
+           "csec_transfer_census", "psec_transfer_census"]
 
 SIGMAS = 5.0
 FLOOR = 1e-7  # times max(1, v): rounding and the resolution of the point set
@@ -123,18 +124,31 @@ class CSECRule:
                        NDArray[np.float64]]
 
 
-def csec_rule(quality: str | QualityModel = "uniform") -> CSECRule:
-    """The paper's CSEC (Definition 2) as a :class:`CSECRule`."""
+def csec_rule(quality: str | QualityModel = "uniform", v_low: float | None = None) -> CSECRule:
+    """The paper's CSEC (Definition 2) as a :class:`CSECRule`.
+
+    With ``v_low``, the surplus redistribution of Eqs. (34)-(37): the principal is also charged
+    ``G = W(v_low)`` for the ``n`` agents of the instance, and every agent is paid ``G / n``.
+    """
+    from .contests import surplus_guarantee
+
     model = get_quality(quality)
+    low = None if v_low is None else check.real("v_low", v_low, low=0.0)
+
+    def g(n: int) -> float:
+        return 0.0 if low is None else surplus_guarantee(low, n, model)
 
     def policy(reported_v: float, n: int) -> NDArray[np.float64]:
         efforts = np.zeros(n)
         efforts[: optimal_participants(reported_v, model, n)] = 1.0
         return efforts
 
+    def payments(q, efforts, marginal):
+        return csec_payments(q, efforts, marginal) + g(efforts.size) / efforts.size
+
     return CSECRule(quality=model, policy=policy,
-                    charge=lambda efforts, reported_v: float(np.sum(efforts)),
-                    payments=csec_payments)
+                    charge=lambda efforts, reported_v: float(np.sum(efforts)) + g(efforts.size),
+                    payments=csec_payments if low is None else payments)
 
 
 @dataclass(frozen=True)
@@ -186,8 +200,7 @@ class _Draws:
 
     @classmethod
     def make(cls, n: int, points: int, replicates: int, seed) -> "_Draws":
-        children = np.random.SeedSequence(seed if not isinstance(seed, np.random.SeedSequence)
-                                          else seed.entropy).spawn(replicates)
+        children = check.seed_sequence("seed", seed).spawn(replicates)
         u = np.stack([qmc.Sobol(d=n, scramble=True, seed=np.random.default_rng(c)).random(points)
                       for c in children])
         # keep the uniforms off the end points, where some quantile functions are infinite
@@ -214,6 +227,12 @@ def _gain_item(name: str, gains: list[tuple[str, NDArray[np.float64]]], floor: f
     best = max(gains, key=lambda g: g[1].mean())
     mean, se = _mean_se(best[1])
     return AuditItem(name, mean, SIGMAS * se + floor, best[0])
+
+
+def _nonempty(name: str, grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    if grid.size == 0:
+        raise ValueError(f"{name} must hold at least one value")
+    return grid
 
 
 def _grid_profiles(n: int, levels: NDArray[np.float64], symmetric: bool) -> list[tuple[float, ...]]:
@@ -283,10 +302,10 @@ def audit_csec(v: float, n: int, quality: str | QualityModel = "uniform", *,
     elif not isinstance(rule, CSECRule):
         raise TypeError(f"rule must be a CSECRule, got {type(rule).__name__}")
     model = rule.quality
-    efforts_try = np.linspace(0, 1, 11) if effort_grid is None else check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0)
-    reports = np.linspace(0, 3 * v, 31) if report_grid is None else check.real_vector(
-        "report_grid", report_grid, low=0.0)
+    efforts_try = np.linspace(0, 1, 11) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
+        "effort_grid", effort_grid, low=0.0, high=1.0))
+    reports = np.linspace(0, 3 * v, 31) if report_grid is None else _nonempty("report_grid", check.real_vector(
+        "report_grid", report_grid, low=0.0))
     draws = _Draws.make(n, points, replicates, seed)
     ones = np.ones(n)
     floor = FLOOR * max(1.0, v)
@@ -368,10 +387,10 @@ def audit_psec(v: float, environment: PSECModel, *, rule: PSECRule | None = None
     elif not isinstance(rule, PSECRule):
         raise TypeError(f"rule must be a PSECRule, got {type(rule).__name__}")
     model = env.quality
-    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0)
-    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else check.real_vector(
-        "report_grid", report_grid, low=env.v_low)
+    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
+        "effort_grid", effort_grid, low=0.0, high=1.0))
+    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else _nonempty("report_grid", check.real_vector(
+        "report_grid", report_grid, low=env.v_low))
     support = sorted(float(s) for s, p in env.skill_prior.items() if p > 0)
     draws = _Draws.make(n, points, replicates, seed)
     floor = FLOOR * max(1.0, v)
@@ -452,10 +471,10 @@ def exact_csec_audit(v: float, n: int, quality: str | QualityModel = "uniform", 
     v = check.real("v", v, low=0.0, low_open=True)
     n = check.integer("n", n, low=1, high=12)
     model = get_quality(quality)
-    efforts_try = np.linspace(0, 1, 21) if effort_grid is None else check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0)
-    reports = np.linspace(0, 3 * v, 61) if report_grid is None else check.real_vector(
-        "report_grid", report_grid, low=0.0)
+    efforts_try = np.linspace(0, 1, 21) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
+        "effort_grid", effort_grid, low=0.0, high=1.0))
+    reports = np.linspace(0, 3 * v, 61) if report_grid is None else _nonempty("report_grid", check.real_vector(
+        "report_grid", report_grid, low=0.0))
     truth = csec_expected_outcome(v, n, model)
     gains = [(csec_expected_outcome(v, n, model, efforts={a: float(e)}).agents[a] - truth.agents[a],
               f"agent {a} exerts {e:g}") for a in range(n) for e in efforts_try]
@@ -492,10 +511,10 @@ def exact_psec_audit(v: float, environment: PSECModel, *, effort_grid: ArrayLike
     env = environment
     n = check.integer("environment.n", env.n, low=1, high=4)
     v = check.real("v", v, low=max(env.v_low, 0.0), low_open=env.v_low <= 0)
-    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0)
-    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else check.real_vector(
-        "report_grid", report_grid, low=env.v_low)
+    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
+        "effort_grid", effort_grid, low=0.0, high=1.0))
+    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else _nonempty("report_grid", check.real_vector(
+        "report_grid", report_grid, low=env.v_low))
     support = sorted(float(s) for s, p in env.skill_prior.items() if p > 0)
     prior, model = env.skill_prior, env.quality
     gains, margins, short = [], [], []
@@ -535,6 +554,89 @@ def exact_psec_audit(v: float, environment: PSECModel, *, effort_grid: ArrayLike
     prior_s = ", ".join(f"{x:g}: {q:g}" for x, q in sorted(env.skill_prior.items()))
     return MechanismAudit("PSEC (exact)", f"v={v:g}, n={n}, prior {{{prior_s}}}, "
                           f"v_low={env.v_low:g}, {model.name}", items)
+
+
+# ---------------------------------------------------------------------------
+# who is paid: the headline claim (Section 4)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransferCensus:
+    """Who receives what in simulated contests.
+
+    ``participants``: m (CSEC) or the mean number of participants (PSEC); ``max_positive``:
+    the most agents paid a positive amount in one contest; ``all_positive``: the share of
+    contests in which every participant is paid a positive amount; ``all_nonzero``: the share in
+    which every participant's transfer is nonzero; ``others_zero``: whether every
+    non-participant's transfer is exactly 0 in every contest.
+    """
+
+    participants: float
+    max_positive: int
+    all_positive: float
+    all_nonzero: float
+    others_zero: bool
+
+
+def csec_transfer_census(v: float, n: int, quality: str | QualityModel = "uniform", *,
+                         runs: int = 2000, rng=None, v_low: float | None = None,
+                         tol: float = 1e-12) -> TransferCensus:
+    """Count positive and nonzero transfers in ``runs`` simulated CSEC contests.
+
+    With ``v_low`` the surplus is redistributed (Eqs. 34-37): every agent also receives
+    ``G / n`` with ``G = W(v_low)``. ``tol`` separates a zero transfer from rounding.
+    """
+    from .contests import simulate_csec, surplus_guarantee
+
+    v = check.real("v", v, low=0.0, low_open=True)
+    n = check.integer("n", n, low=1)
+    tol = check.real("tol", tol, low=0.0)
+    model = get_quality(quality)
+    sim = simulate_csec(v, n, model, runs=runs, rng=rng)
+    pay = sim["payments"]
+    if v_low is not None:
+        v_low = check.real("v_low", v_low, low=0.0, high=v)
+        pay = pay + surplus_guarantee(v_low, n, model) / n
+    m = optimal_participants(v, model, n)
+    part = pay[:, :m]
+    return TransferCensus(
+        participants=float(m), max_positive=int((pay > tol).sum(axis=1).max()),
+        all_positive=float(np.mean(np.all(part > tol, axis=1))) if m else 0.0,
+        all_nonzero=float(np.mean(np.all(np.abs(part) > tol, axis=1))) if m else 0.0,
+        others_zero=bool(np.all(np.abs(pay[:, m:]) <= tol)) if v_low is None else False)
+
+
+def psec_transfer_census(v: float, environment: PSECModel, *, runs: int = 2000, rng=None,
+                         tol: float = 1e-12) -> TransferCensus:
+    """Count positive transfers in ``runs`` PSEC contests: skills drawn from the prior,
+    efficient efforts, qualities drawn, payments by Eqs. (41)-(42)."""
+    from .contests import psec
+
+    if not isinstance(environment, PSECModel):
+        raise TypeError(f"environment must be a contests.PSECModel, got {type(environment).__name__}")
+    env = environment
+    v = check.real("v", v, low=env.v_low)
+    runs = check.integer("runs", runs, low=1)
+    gen = _generator(rng)
+    support = np.array(sorted(env.skill_prior))
+    probs = np.array([env.skill_prior[s] for s in sorted(env.skill_prior)], dtype=float)
+    counts, all_pos, all_nz, parts = [], 0, 0, 0.0
+    for _ in range(runs):
+        skills = gen.choice(support, size=env.n, p=probs / probs.sum())
+        efforts = _efficient_efforts(v, skills, env.quality)
+        q = np.where(efforts > 0, env.quality.sample(gen, v, efforts * skills, (env.n,)), 0.0)
+        res = psec(v, skills, q, env.skill_prior, env.v_low, env.quality, model=env)
+        on = efforts > 0
+        parts += on.sum()
+        counts.append(int((res.agent_payments > tol).sum()))
+        all_pos += bool(np.all(res.agent_payments[on] > tol))
+        all_nz += bool(np.all(np.abs(res.agent_payments[on]) > tol))
+    return TransferCensus(participants=parts / runs, max_positive=max(counts),
+                          all_positive=all_pos / runs, all_nonzero=all_nz / runs, others_zero=False)
+
+
+def _generator(rng) -> np.random.Generator:
+    return check.generator("rng", rng)
 
 
 # ---------------------------------------------------------------------------

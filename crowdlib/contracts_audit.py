@@ -40,11 +40,7 @@ FloatArray = NDArray[np.float64]
 
 
 def _rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or isinstance(rng, (int, np.integer, np.random.SeedSequence)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be an int, a SeedSequence or a Generator, got {type(rng).__name__}")
+    return check.generator("rng", rng)
 
 
 def random_costs(n: int, budget: float, rng=None, spread: float = 3.0) -> FloatArray:

@@ -53,6 +53,15 @@ from tqdm import tqdm
 from ._validation import integer, real, real_vector
 
 __all__ = [
+    "hardness_rule_spend",
+    "small_market_experiment",
+    "hardness_experiment",
+    "unit_integral_optimum",
+    "random_instance",
+    "WorstCase",
+    "worst_case_lp",
+    "two_point_market",
+    "three_level_worst_cases",
     "AllocationRule",
     "OPTIMAL_RULE",
     "UNIFORM_RULE",
@@ -113,6 +122,9 @@ class AllocationRule:
     continuous:
         Whether ``p`` is continuous (then the total payment is continuous in
         the stretch and a bracketing root-finder is used for stopping rates).
+    jumps:
+        Points of ``(0, 1)`` where ``phi`` jumps (the point 1 is always treated as one);
+        :func:`worst_case_lp` refines its grid of rates around them.
     """
 
     name: str
@@ -120,6 +132,7 @@ class AllocationRule:
     unit_payment: Callable[[FloatArray], FloatArray] = field(repr=False)
     taylor_at_one: Callable[[int], FloatArray] | None = field(default=None, repr=False)
     continuous: bool = True
+    jumps: tuple[float, ...] = ()
 
     @classmethod
     def from_phi(cls, phi: Callable[[FloatArray], FloatArray], name: str,
@@ -217,7 +230,8 @@ def three_level_rule(a: float, h: float) -> AllocationRule:
         x = np.asarray(x, dtype=float)
         return np.where(x < a, a + h * (1.0 - a), np.where(x < 1.0, h, 0.0))
 
-    return AllocationRule(f"three-level(a={a:g}, h={h:g})", phi, pay, None, continuous=False)
+    return AllocationRule(f"three-level(a={a:g}, h={h:g})", phi, pay, None, continuous=False,
+                          jumps=(a,) if 0.0 < a < 1.0 else ())
 
 
 _NAMED_RULES = {"optimal": OPTIMAL_RULE, "uniform": UNIFORM_RULE, "linear": LINEAR_RULE}
@@ -358,6 +372,61 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
     return float(lo)
 
 
+TIE_MODES = ("index", "fractional", "exclude")
+
+
+def _check_ties(ties: Any) -> str:
+    if not isinstance(ties, str) or ties not in TIE_MODES:
+        raise ValueError(f"ties must be one of {TIE_MODES}, got {ties!r}")
+    return ties
+
+
+def _settle_ties(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float,
+                 rates: FloatArray, alloc: FloatArray, pay: FloatArray,
+                 ties: str) -> tuple[FloatArray, FloatArray]:
+    """Sellers whose rate equals their stopping rate exactly (``rho_i = r_i``).
+
+    The standard rule gives them ``phi(1) = 0`` (``ties="exclude"``), which can waste most of
+    the budget when many sellers share a rate. For a rule that jumps at 1 (``phi(1-) > 0``, as
+    the uniform rule does) the other two modes spend what the other sellers leave:
+
+    ``"index"``
+        Tied sellers are served in index order, each selling ``phi(1-)`` at its rate ``r_i``
+        per unit of utility, while the leftover pays for the next one; the first that does not
+        fit, and every later one, sells nothing. This is the outcome on the instance whose tied
+        rates are perturbed by ``j * eps`` (``eps -> 0``), so it keeps truthfulness and budget
+        feasibility, and a tied seller, paid its cost, has utility 0.
+    ``"fractional"``
+        Tied sellers all sell the same fraction, the largest the leftover pays for. Budget
+        feasible and IR, and truthful in Mechanism 2 (a seller's own ``r_i`` ignores its
+        report), but NOT in Mechanism 1: a seller whose report sets the stopping rate at its own
+        rate then sells a fraction at that price.
+    """
+    if ties == "exclude":
+        return alloc, pay
+    tied = np.flatnonzero((rho == rates) & (rho > 0))
+    if tied.size == 0:
+        return alloc, pay
+    top = float(rule.phi(np.array([np.nextafter(1.0, 0.0)]))[0])
+    if top <= 0:
+        return alloc, pay
+    mask = np.zeros(rho.size, dtype=bool)
+    mask[tied] = True
+    leftover = max(B - float(pay[~mask].sum()), 0.0)
+    cost = rates[tied] * u[tied]                      # paying a tied seller for all of its item
+    alloc, pay = alloc.copy(), pay.copy()
+    if ties == "fractional":
+        f = min(top, leftover / float(cost.sum()))
+        alloc[tied] = f
+        pay[tied] = f * cost
+        return alloc, pay
+    served = np.cumsum(top * cost) <= leftover * (1 + 1e-12)
+    served = np.cumprod(served).astype(bool)          # stop at the first seller that does not fit
+    alloc[tied] = np.where(served, top, 0.0)
+    pay[tied] = np.where(served, top * cost, 0.0)
+    return alloc, pay
+
+
 class _BuyerValue:
     """The buyer's utility of an outcome with ``allocation`` and ``utilities``."""
 
@@ -380,20 +449,31 @@ class Mechanism1Result(_BuyerValue):
     utilities: FloatArray = field(repr=False)
 
 
-def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -> Mechanism1Result:
+def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
+               ties: str = "index") -> Mechanism1Result:
     """Mechanism 1(phi) (Section 3.4): one stopping rate for every seller.
 
     The stopping rate ``r*`` is the largest stretch whose total payment
     ``sum_i u_i r p(rho_i / r)`` is at most ``budget``; seller ``i`` sells
     ``phi(rho_i / r*)`` and is paid ``u_i r* p(rho_i / r*)``. Envy-free, IR and
     budget feasible; truthful for the uniform rule only.
+
+    ``ties`` resolves what the paper leaves open about sellers whose rate equals ``r*``:
+    ``"index"`` (default) serves them in index order at price ``r*`` while the leftover budget
+    lasts, which is the auction on rates perturbed by ``j * eps``, so it stays truthful for the
+    uniform rule; ``"exclude"`` applies ``phi(1) = 0``; ``"fractional"`` shares the leftover
+    equally but makes the uniform auction manipulable (see ``_settle_ties``). For rules
+    continuous at 1 (the optimal and linear rules) the modes coincide.
     """
     c, u, B = _instance(costs, utilities, budget)
+    ties = _check_ties(ties)
     rl = get_rule(rule)
     rho = c / u
     r = _stopping_rate(rl, rho, u, B)
     x = rho / r
-    return Mechanism1Result(rl.phi(x), u * r * rl.unit_payment(x), r, u)
+    alloc, pay = _settle_ties(rl, rho, u, B, np.full(c.size, r), rl.phi(x),
+                              u * r * rl.unit_payment(x), ties)
+    return Mechanism1Result(alloc, pay, r, u)
 
 
 # ------------------------------------------------------------------ Mechanism 2
@@ -416,13 +496,16 @@ def _lemma9_bracket(rule: AllocationRule, c: FloatArray, u: FloatArray, B: float
     return r_star * np.clip(1.0 - theta, 0.0, 1.0)
 
 
-def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -> Mechanism2Result:
+def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
+                     ties: str = "index") -> Mechanism2Result:
     """Mechanism 2 by its definition: one Mechanism 1 stopping rate per seller, O(n^2).
 
     Kept as the reference the fast :func:`mechanism2` is tested against, and
-    used by :func:`mechanism2` for rules without a Taylor series at 1.
+    used by :func:`mechanism2` for rules without a Taylor series at 1. ``ties`` as in
+    :func:`mechanism2`.
     """
     c, u, B = _instance(costs, utilities, budget)
+    ties = _check_ties(ties)
     rl = get_rule(rule)
     rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
@@ -439,7 +522,8 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
             rates[i] = _stopping_rate(rl, rho, u, B)
             rho[i] = saved
     x = rho / rates
-    return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u)
+    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+    return Mechanism2Result(alloc, pay, rates, r_star, u)
 
 
 #: the fast path is used while every theta_i (see _lemma9_bracket) is at most this
@@ -548,7 +632,8 @@ def _fast_rates(rule: AllocationRule, rho: FloatArray, c: FloatArray, u: FloatAr
     return rates
 
 
-def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -> Mechanism2Result:
+def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
+               ties: str = "index") -> Mechanism2Result:
     """Mechanism 2(phi) (Section 4): truthful, IR and budget feasible (Lemma 2).
 
     Seller ``i`` faces the rule stretched by ``r_i``, the stopping rate of
@@ -561,16 +646,23 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal") -
     linear rules) use the O(n log n) method of the module docstring while
     ``max_i theta_i <= 0.25``; anything else falls back to
     :func:`mechanism2_naive`.
+
+    ``ties``: a seller whose rate equals its own ``r_i`` gets ``phi(1) = 0`` with
+    ``"exclude"``; with ``"index"`` (default) the tied sellers are served in index order, at
+    price ``r_i``, while the budget the others leave lasts; with ``"fractional"`` they share it
+    equally. Since ``r_i`` ignores seller i's report, all three are truthful, IR and budget
+    feasible here. It matters only for rules that jump at 1, such as the uniform rule.
     """
     c, u, B = _instance(costs, utilities, budget)
+    ties = _check_ties(ties)
     rl = get_rule(rule)
     if rl is UNIFORM_RULE or rl.taylor_at_one is None:
-        return mechanism2_naive(c, u, B, rl)
+        return mechanism2_naive(c, u, B, rl, ties=ties)
     rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
     lo = _lemma9_bracket(rl, c, u, B, r_star)
     if np.any(lo < r_star * (1.0 - FAST_THETA_LIMIT)):
-        return mechanism2_naive(c, u, B, rl)
+        return mechanism2_naive(c, u, B, rl, ties=ties)
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
     # (a seller with a large cost or utility) get their own representation, so that one
     # outlier does not widen the bracket, the near set and the Taylor order for everybody
@@ -612,6 +704,96 @@ def worst_case_ratio(rule: Any, points: int = 20001) -> tuple[float, float]:
     ratio = two_point_ratio(rl.phi, rl.unit_payment, x)
     k = int(np.argmin(ratio))
     return float(ratio[k]), float(x[k])
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The worst large-market instance found by :func:`worst_case_lp`.
+
+    ``ratio``: Mechanism 1's value over OPT on it; ``rates`` and ``masses``: the instance, as
+    utility mass at each rate (stopping rate normalised to 1); ``budget``: its budget.
+    """
+
+    ratio: float
+    rates: FloatArray
+    masses: FloatArray
+    budget: float
+
+
+def worst_case_lp(rule: Any, max_rate: float = 1.6, points: int = 321,
+                  refine: int = 60) -> WorstCase:
+    """Mechanism 1's worst ratio over large-market instances with no ties, as a linear program.
+
+    In a large market an instance is a distribution of utility mass ``mu_j`` over rates
+    ``x_j``; normalise the stopping rate to 1. The LP chooses ``mu``, the budget ``beta`` and
+    OPT's purchase ``z`` to minimise the mechanism's value ``sum_j phi(x_j) mu_j`` subject to:
+    payments at stretch 1 at most ``beta``; payments above ``beta`` at every larger stretch (so
+    that 1 is the stopping rate), checked just after each point where a seller joins or crosses
+    a jump; ``0 <= z <= mu``, ``sum_j x_j z_j <= beta`` and ``sum_j z_j >= 1`` (so OPT >= 1).
+    Its optimum is the infimum of value / OPT over instances on the grid. No rate is placed
+    exactly at 1 or at a jump of the rule, so the instances have no ties; the grid is refined
+    geometrically just above those points, where the worst instances live.
+
+    The grid has ``points`` rates in ``[0, max_rate]`` plus ``refine`` per jump. Solved with
+    SciPy's HiGHS.
+    """
+    rl = get_rule(rule)
+    max_rate = real("max_rate", max_rate, low=1.0, low_open=True)
+    points = integer("points", points, low=10)
+    refine = integer("refine", refine, low=1)
+    jumps = np.array(sorted({*rl.jumps, 1.0}))
+    above = [j * (1.0 + np.geomspace(1e-6, 0.1, refine)) for j in jumps]
+    xs = np.unique(np.concatenate([np.linspace(0.0, max_rate, points), *above]))
+    xs = xs[~np.isin(xs, jumps)]
+    stretches = np.concatenate([[1.0], *[xs[xs > 0] / j for j in jumps]]) * (1.0 + 1e-12)
+    stretches = np.unique(stretches[(stretches > 1.0) & (stretches < 2.0 * max_rate)])
+    n = xs.size
+    phi, pay = rl.phi(xs), rl.unit_payment(xs)
+    rows = [np.r_[pay, np.zeros(n), -1.0]]
+    rows += [np.r_[-r * rl.unit_payment(xs / r), np.zeros(n), 1.0] for r in stretches]
+    rows += [np.r_[np.zeros(n), xs, -1.0], np.r_[np.zeros(n), -np.ones(n), 0.0]]
+    A = np.vstack([np.array(rows), np.hstack([-np.eye(n), np.eye(n), np.zeros((n, 1))])])
+    b = np.r_[np.zeros(len(rows) - 1), -1.0, np.zeros(n)]
+    res = optimize.linprog(np.r_[phi, np.zeros(n), 0.0], A_ub=A, b_ub=b, bounds=(0, None),
+                           method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"worst_case_lp: the LP did not solve ({res.message})")
+    mu = res.x[:n]
+    keep = mu > 1e-12
+    return WorstCase(float(res.fun), xs[keep], mu[keep], float(res.x[-1]))
+
+
+def three_level_worst_cases(a_values: Any, h_values: Any) -> dict[str, FloatArray]:
+    """:func:`worst_case_lp` for every three-level rule on a grid: ``{"ratio": (len(a), len(h))}``."""
+    a = real_vector("a_values", a_values, low=0.0, high=1.0)
+    h = real_vector("h_values", h_values, low=0.0, high=1.0)
+    out = np.empty((a.size, h.size))
+    with tqdm(total=out.size, desc="three-level rules", disable=None) as bar:
+        for i, a_ in enumerate(a):
+            for j, h_ in enumerate(h):
+                out[i, j] = worst_case_lp(three_level_rule(float(a_), float(h_))).ratio
+                bar.update()
+    return {"ratio": out}
+
+
+def two_point_market(k: int, x: float, rule: Any = "optimal",
+                     fillers: float = 3.0) -> tuple[FloatArray, FloatArray, float]:
+    """The block-plus-filler instance behind Theorem 1, at finite size.
+
+    ``k`` unit-utility sellers at rate ``x`` in [0, 1), ``ceil(fillers * B) + k`` unit-utility
+    fillers at rate 1 and the budget ``B = k p(x)`` of ``rule``, so that Mechanism 1 stops at
+    rate 1 and buys ``phi(x)`` of the block. ``theta = 1 / p(x) / k`` shrinks as ``k`` grows.
+    Returns ``(costs, utilities, budget)``.
+    """
+    k = integer("k", k, low=1)
+    x = real("x", x, low=0.0, high=1.0, high_open=True)
+    fillers = real("fillers", fillers, low=1.0)
+    px = float(get_rule(rule).unit_payment(np.array([x]))[0])
+    if px <= 0:
+        raise ValueError(f"rule pays nothing at x = {x:g}: no budget makes it stop at rate 1")
+    B = k * px
+    c = np.concatenate([np.full(k, x), np.ones(int(math.ceil(fillers * B)) + k)])
+    return c, np.ones(c.size), float(B)
 
 
 def best_step_rule_ratio(cells: int = 100, tol: float = 1e-6) -> tuple[float, FloatArray]:
@@ -786,3 +968,88 @@ def ratio_sweep(families: list[str], sizes: list[int], reps: Callable[[int], int
     out = np.array(rows, dtype=float)
     return {"family": out[:, 0].astype(int), "n": out[:, 1].astype(int), "theta": out[:, 2],
             "optimal": out[:, 3], "uniform": out[:, 4]}
+
+
+# ------------------------------------------------------------------ experiments of the chapter
+def random_instance(n: int, rng: Any) -> tuple[FloatArray, FloatArray, float]:
+    """A random instance: exponential costs (a tenth of them zero), utilities U(0.2, 2), and a
+    budget between a tenth and all of the total cost. ``rng``: int seed, SeedSequence or
+    Generator."""
+    from ._validation import generator
+
+    n = integer("n", n, low=1)
+    g = generator("rng", rng)
+    c = g.exponential(1.0, n) * (g.random(n) < 0.9)
+    u = g.uniform(0.2, 2.0, n)
+    return c, u, float(g.uniform(0.1, 1.0) * c.sum() + 1e-3)
+
+
+def unit_integral_optimum(costs: Any, budget: Any) -> int:
+    """OPT for indivisible unit-utility items: the number of cheapest items the budget buys."""
+    c = real_vector("costs", costs, low=0.0)
+    B = real("budget", budget, low=0.0)
+    return int(np.searchsorted(np.cumsum(np.sort(c)), B, side="right"))
+
+
+def hardness_experiment(sizes: Any, reps: int, seed: int) -> dict[str, FloatArray]:
+    """Theorem 2 and Corollary 1 on the hardness instance, ``reps`` draws per size: the mean
+    ratio of the posted price (e - 2)/(e - 1) to the integral OPT, and of Mechanism 2(phi*) to
+    the fractional OPT. Each size has its own stream, ``SeedSequence([seed, n])``."""
+    ns = [integer("sizes[i]", int(n), low=1) for n in sizes]
+    reps = integer("reps", reps, low=1)
+    post, frac = [], []
+    for n in ns:
+        g = np.random.default_rng([seed, n])
+        rp, rm = [], []
+        for _ in range(reps):
+            c = sample_hardness_costs(n, g)
+            B = n * HARDNESS_MEAN
+            rp.append(posted_price_outcome(c, HARDNESS_PRICE)[0] / unit_integral_optimum(c, B))
+            rm.append(mechanism2(c, np.ones(n), B).value / fractional_optimum(c, np.ones(n), B))
+        post.append(np.mean(rp))
+        frac.append(np.mean(rm))
+    return {"n": np.array(ns), "posted": np.array(post), "mech2": np.array(frac)}
+
+
+def small_market_experiment(sizes: Any, reps: int, seed: int,
+                            family: str = "uniform") -> dict[str, FloatArray]:
+    """Mechanisms 1 and 2 (phi*) in small markets of ``family``: per size, the mean ratio of
+    each to OPT, the share of Mechanism 2's runs below 1 - 1/e and its worst ratio. Each size
+    has its own stream, ``SeedSequence([seed, n, 3])``."""
+    ns = [integer("sizes[i]", int(n), low=1) for n in sizes]
+    reps = integer("reps", reps, low=1)
+    ratio = 1.0 - 1.0 / math.e
+    m2, m1, below, worst = [], [], [], []
+    for n in ns:
+        g = np.random.default_rng([seed, n, 3])
+        r2, r1 = [], []
+        for _ in range(reps):
+            c, u, B = market(family, n, g)
+            opt = fractional_optimum(c, u, B)
+            r2.append(mechanism2(c, u, B).value / opt)
+            r1.append(mechanism1(c, u, B).value / opt)
+        r2, r1 = np.array(r2), np.array(r1)
+        m2.append(r2.mean())
+        m1.append(r1.mean())
+        below.append((r2 < ratio).mean())
+        worst.append(r2.min())
+    return {"n": np.array(ns), "mech2": np.array(m2), "mech1": np.array(m1),
+            "below": np.array(below), "worst": np.array(worst)}
+
+
+def hardness_rule_spend(rule: Callable[[float], float]) -> tuple[float, float, float]:
+    """Claim 2 on the hardness instance, for a decreasing allocation rule ``a(c)`` on costs.
+
+    Returns ``(bought, Myerson spend, cutoff spend)``: the expected share bought, the expected
+    payment when each seller is paid ``c a(c) + int_c a`` (the atom at cost 0 included), and the
+    spend of the uniform price that buys the same share.
+    """
+    if not callable(rule):
+        raise TypeError(f"rule must be callable, got {type(rule).__name__}")
+    top = 1.0 - 1.0 / math.e
+    dens = lambda s: 1.0 / (math.e * (1.0 - s) ** 2)       # F's density on (0, 1 - 1/e)
+    tail = lambda s: integrate.quad(rule, s, top)[0]
+    bought = rule(0.0) / math.e + integrate.quad(lambda s: rule(s) * dens(s), 0.0, top)[0]
+    spend = tail(0.0) / math.e + integrate.quad(lambda s: (s * rule(s) + tail(s)) * dens(s), 0.0, top)[0]
+    price = optimize.brentq(lambda s: float(hardness_cdf(np.array([s]))[0]) - bought, 0.0, top)
+    return float(bought), float(spend), float(price * bought)

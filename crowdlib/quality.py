@@ -66,7 +66,7 @@ class QualityModel(ABC):
         Used for common random numbers (the same uniforms drive every deviation). This default
         bisects the c.d.f. (60 halvings of ``[0, v]``); the built-in models use closed forms.
         """
-        u, level = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(level, dtype=float))
+        u, level = np.broadcast_arrays(*_quantile_args(u, level))
         lo, hi = np.zeros(u.shape), np.full(u.shape, float(v))
         for _ in range(60):
             mid = (lo + hi) / 2
@@ -119,6 +119,16 @@ class QualityModel(ABC):
 _GAUSS = np.polynomial.legendre.leggauss(96)
 
 
+def _quantile_args(u: ArrayLike, level: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    u = np.asarray(u, dtype=float)
+    level = np.asarray(level, dtype=float)
+    if not np.all((u >= 0) & (u <= 1)):
+        raise ValueError("u must hold probabilities in [0, 1]")
+    if not np.all(np.isfinite(level) & (level >= 0)):
+        raise ValueError("level (effort * skill) must be finite and >= 0")
+    return u, level
+
+
 class UniformQuality(QualityModel):
     """Eq. (12): quality ~ U[0, level * v]; level 0 is a point mass at 0."""
 
@@ -143,7 +153,8 @@ class UniformQuality(QualityModel):
         return rng.uniform(0.0, 1.0, size=size) * np.asarray(level, dtype=float) * v
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
-        return np.asarray(u, dtype=float) * np.asarray(level, dtype=float) * v
+        u, level = _quantile_args(u, level)
+        return u * level * v
 
     def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
         return list(levels * v)
@@ -195,8 +206,9 @@ class TruncNormQuality(QualityModel):
         return stats.truncnorm.rvs(a, b, loc=mu, scale=sd, size=size, random_state=rng)
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
+        u, level = _quantile_args(u, level)
         mu, sd, a, b = self._std(v, level)
-        return stats.truncnorm.ppf(np.asarray(u, dtype=float), a, b, loc=mu, scale=sd)
+        return stats.truncnorm.ppf(u, a, b, loc=mu, scale=sd)
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Scale invariance: E[max] = v * c_m with c_m computed once at v = 1."""

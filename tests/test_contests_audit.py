@@ -84,3 +84,68 @@ def test_quantiles_invert_the_cdf():
         assert np.allclose(model.cdf(x, 10.0, 0.6), u)
         # the generic bisection of the base class agrees with the closed forms
         assert np.allclose(QualityModel.quantile(model, u, 10.0, 0.6), x, atol=1e-9)
+
+
+def test_truncnorm_spreads_never_crash_and_warn_where_csec_fails():
+    import warnings
+
+    from crowdlib import CrowdlibWarning
+    from crowdlib.quality import TruncNormQuality
+
+    for ratio in (0.005, 0.25, 0.5, 1.0, 3.0):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CrowdlibWarning)
+            contests.csec(1000.0, 2, [900.0, 0.0], TruncNormQuality(ratio))
+            contests.csec_expected_outcome(30.0, 5, TruncNormQuality(ratio))
+        if ratio >= 0.5:   # a non-participant's free lottery ticket is worth 0.1 and more there
+            assert caught and all(c.category is CrowdlibWarning for c in caught)
+            assert caught[0].filename == __file__     # attributed to the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CrowdlibWarning)
+        contests.csec_expected_outcome(40.0, 4, "truncnorm")     # sigma = v/8 above v*: silent
+
+
+def test_huge_values_and_validation():
+    assert contests.optimal_participants_uniform(1e300) > 0   # returns at once (integer sqrt)
+    assert contests.optimal_participants_uniform(6.0) == 2 and contests.optimal_participants_uniform(5.99) == 1
+    assert contests.surplus_guarantee(2.0, 4) >= 0.0
+    with pytest.raises(ValueError, match="skill_prior"):
+        contests.PSECModel(n=2, skill_prior={0.5: 0.6, 1.0: 0.5}, v_low=1.0, quality="uniform")
+    with pytest.raises(ValueError, match="v_low"):
+        contests.PSECModel(n=2, skill_prior={1.0: 1.0}, v_low=-5.0, quality="uniform")
+    env = contests.PSECModel(n=2, skill_prior={0.0: 0.5, 1.0: 0.5}, v_low=5.0, quality="uniform")
+    with pytest.raises(ValueError, match="model does not match"):
+        contests.psec(10, [0, 1], [0, 6], {0.0: 0.2, 1.0: 0.8}, 5, model=env)
+    with pytest.raises(ValueError, match="model does not match"):
+        contests.psec_expected_outcome(10, [0, 1, 1], {0.0: 0.5, 1.0: 0.5}, 5, model=env)
+    with pytest.raises(ValueError, match="v_low"):
+        contests.csec_expected_outcome(8.0, 3, v_low=20.0)
+    with pytest.raises(ValueError, match="effort_grid"):
+        ca.audit_csec(8.0, 3, effort_grid=[], **FAST)
+    with pytest.raises(TypeError, match="seed"):
+        ca.audit_csec(8.0, 3, points=512, replicates=8, seed="x")
+    with pytest.raises(ValueError, match="seed"):
+        ca.audit_csec(8.0, 3, points=512, replicates=8, seed=-1)
+    with pytest.raises(TypeError, match="rng"):
+        contests.simulate_csec(8.0, 3, rng="a")
+    with pytest.raises(ValueError, match="u must"):
+        UniformQuality().quantile(1.5, 10.0, 1.0)
+    with pytest.raises(ValueError, match="level"):
+        UniformQuality().quantile(0.5, 10.0, -1.0)
+
+
+def test_transfer_census():
+    base = ca.csec_transfer_census(33.0, 6, "uniform", runs=500, rng=1)
+    assert base.max_positive == 1 and base.all_nonzero == 1.0 and base.others_zero
+    tie = ca.csec_transfer_census(6.0, 3, "uniform", runs=500, rng=1)
+    assert tie.all_nonzero < 1.0                       # at v = k(k+1) a losing participant gets 0
+    rich = ca.csec_transfer_census(40.0, 6, "uniform", runs=500, rng=1, v_low=20.0)
+    assert rich.all_positive == 1.0
+    env = contests.PSECModel(n=3, skill_prior={0.3: 0.2, 0.6: 0.5, 1.0: 0.3}, v_low=9.0,
+                             quality="uniform")
+    assert 0.0 < ca.psec_transfer_census(25.0, env, runs=300, rng=2).all_positive < 1.0
+
+
+def test_redistributed_rule_passes_its_audit():
+    rule = ca.csec_rule("uniform", v_low=5.0)
+    assert ca.audit_csec(9.5, 4, rule=rule, **FAST).holds

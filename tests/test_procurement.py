@@ -239,3 +239,78 @@ def test_one_big_seller_gets_an_exact_rate_without_slowing_the_rest():
 def test_an_overflowing_rate_is_refused_not_looped_on():
     with pytest.raises(ValueError, match="utilities"):
         P.mechanism1([1e10, 1.0], [1e-300, 1.0], 1.0)
+
+
+@pytest.mark.parametrize("M", [1, 10, 100])
+def test_ties_at_the_stopping_rate_in_a_large_market(M):
+    """k near-free sellers, M k sellers at rate exactly 1, B = k (1 + M) - 0.01 k: excluding the
+    tied sellers buys 1/(1 + M) of OPT; serving them in index order (the default) or sharing the
+    leftover buys almost all of it, within budget, for both mechanisms."""
+    k = 1000
+    c = np.r_[np.full(k, 1e-9), np.ones(M * k)]
+    u = np.ones_like(c)
+    B = k * (1 + M) - 0.01 * k
+    opt = P.fractional_optimum(c, u, B)
+    for mech in (P.mechanism1, P.mechanism2):
+        excluded = mech(c, u, B, "uniform", ties="exclude")
+        assert excluded.value / opt == pytest.approx(1 / (1 + M), rel=1e-6)
+        for ties in ("index", "fractional"):
+            out = mech(c, u, B, "uniform", ties=ties)
+            assert out.value / opt >= 0.99
+            assert out.payments.sum() <= B * (1 + 1e-12)
+            assert np.all(out.payments >= c * out.allocation - 1e-12)   # IR
+        assert mech(c, u, B, "uniform").value == mech(c, u, B, "uniform", ties="index").value
+
+
+def _gain(mech, c, u, B, reports):
+    honest, deviating = P.misreport_utilities(mech, c, u, B, reports)
+    return float(np.max(deviating - honest[:, None]))
+
+
+def test_which_tie_rules_keep_truthfulness():
+    """Index order keeps both mechanisms truthful; equal sharing keeps Mechanism 2 truthful but
+    lets a seller of Mechanism 1 set the stopping rate at its own rate and sell there."""
+    rng = np.random.default_rng(3)
+    reports = np.linspace(0, 3, 41)
+    worst = {}
+    for name, mech in (("m1", P.mechanism1), ("m2", P.mechanism2)):
+        for ties in ("index", "exclude", "fractional"):
+            g = 0.0
+            for _ in range(15):
+                c = rng.uniform(0, 1, 8)
+                u = rng.uniform(0.5, 1.5, 8)
+                g = max(g, _gain(lambda c_, u_, b_: mech(c_, u_, b_, "uniform", ties=ties),
+                                 c, u, 0.25 * c.sum(), reports))
+            c = np.array([0.2, 1.0, 1.0, 1.0, 0.5])      # three sellers tied at the stopping rate
+            g = max(g, _gain(lambda c_, u_, b_: mech(c_, u_, b_, "uniform", ties=ties), c, np.ones(5),
+                             2.6, np.r_[reports, 1.0 / np.maximum(c, 0.1)]))
+            worst[name, ties] = g
+    assert all(worst[k] <= 1e-12 for k in worst if k != ("m1", "fractional")), worst
+    assert worst["m1", "fractional"] > 1e-3
+
+
+def test_ties_must_be_named():
+    with pytest.raises(ValueError, match="ties must be one of"):
+        P.mechanism1([1.0], [1.0], 1.0, ties="share")
+
+
+def test_worst_case_lp_recovers_the_known_worst_cases():
+    assert P.worst_case_lp("uniform").ratio == pytest.approx(0.5, abs=1e-5)
+    assert P.worst_case_lp("optimal").ratio == pytest.approx(1 - 1 / np.e, abs=1e-5)
+    three = P.worst_case_lp(P.three_level_rule(0.62, 0.01))
+    assert three.ratio < 0.5 < P.worst_case_ratio(P.three_level_rule(0.62, 0.01))[0]
+    assert P.worst_case_lp(P.three_level_rule(0.6, 0.5)).ratio == pytest.approx(5 / 9, abs=1e-5)
+
+
+def test_chapter_experiments_live_in_the_library():
+    c, u, B = P.random_instance(20, 5)
+    assert c.shape == u.shape == (20,) and B > 0
+    assert P.unit_integral_optimum([0.5, 0.1, 0.3], 0.45) == 2
+    bought, spend, cut = P.hardness_rule_spend(lambda s: 1.0)
+    assert bought == pytest.approx(1.0) and spend == pytest.approx(cut, abs=1e-9)
+    hs = P.hardness_experiment([50], reps=2, seed=1)
+    assert 0.4 < hs["posted"][0] < 1.0 and 0.4 < hs["mech2"][0] <= 1.0
+    sm = P.small_market_experiment([20], reps=3, seed=1)
+    assert sm["worst"][0] <= sm["mech2"][0]
+    c2, u2, B2 = P.two_point_market(200, 0.3)
+    assert P.mechanism1(c2, u2, B2).rate == pytest.approx(1.0)
