@@ -55,6 +55,9 @@ __all__ = [
     "design_protocol_exact",
     "design_protocol_brute",
     "best_protocol_free_pmin",
+    "deviation_gains",
+    "sustainable_all_actions",
+    "design_protocol_all_actions",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -299,6 +302,12 @@ class Protocol:
         nan = float("nan")
         return cls(False, nan, nan, nan, nan, nan)
 
+    def as_dict(self) -> dict[str, float | bool]:
+        """The fields as a plain mapping (for caching and tables)."""
+        return {"feasible": self.feasible, "alpha": self.alpha, "beta": self.beta,
+                "p_min": self.p_min, "p_max": self.p_max,
+                "requester_utility": self.requester_utility}
+
 
 def _design_inputs(costs: Any, attack_costs: Any, damage: Any, eps1: Any, eps2: Any,
                    delta: Any) -> tuple[float, float, float, float, float, float, float]:
@@ -461,3 +470,94 @@ def best_protocol_free_pmin(costs: Any, attack_costs: Any, damage: float, eps1: 
                 if not best.feasible or U > best.requester_utility:
                     best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
     return best
+
+
+# ------------------------------------------------------------------ the full game (four actions)
+def _compliance_values(cost: float, attack_cost: float, damage: float, p_min: FloatArray,
+                       p_max: FloatArray, alpha: FloatArray, beta: FloatArray, eps1: float,
+                       eps2: float, delta: float) -> tuple[FloatArray, FloatArray]:
+    """For flat arrays of protocols: compliance values ``V (2, G)`` and the value of every
+    one-shot deviation ``Q (4 actions, 2 ratings, G)`` against a compliant population."""
+    P = np.stack([p_min, p_max])
+    c, a, d = cost, attack_cost, damage
+    u = np.stack([P / 2 - c, (1 + d) * P / 2 - c - a / 2, np.zeros_like(P), d * P - a])
+    q = np.array([(1 - eps1) * (1 - eps2), (1 - eps1) / 2, eps1 * (1 - eps2), eps1 * eps2])
+    up = alpha[None, :] * q[:, None]            # P(rating 0 -> 1) under each action
+    down = beta[None, :] * (1 - q[:, None])     # P(rating 1 -> 0)
+    a00, a01 = 1 - delta * (1 - up[0]), -delta * up[0]
+    a10, a11 = -delta * down[0], 1 - delta * (1 - down[0])
+    det = a00 * a11 - a01 * a10
+    V0 = (u[0, 0] * a11 - a01 * u[0, 1]) / det
+    V1 = (a00 * u[0, 1] - a10 * u[0, 0]) / det
+    Q0 = u[:, 0] + delta * ((1 - up) * V0 + up * V1)
+    Q1 = u[:, 1] + delta * (down * V0 + (1 - down) * V1)
+    return np.stack([V0, V1]), np.stack([Q0, Q1], axis=1)
+
+
+def deviation_gains(cost: float, attack_cost: float, damage: float, p_min: float, p_max: float,
+                    alpha: float, beta: float, eps1: float, eps2: float, delta: float) -> FloatArray:
+    """Gain of each one-shot deviation over complying, ``gains[action, rating]``.
+
+    Rows follow :data:`ACTIONS` (CN, CA, SN, SA); the CN row is 0. By the one-shot deviation
+    principle, complying is an optimal policy of the rating chain exactly when no entry is
+    positive; :func:`best_responses` finds the optimal policy itself.
+    """
+    c, a, d = _nonneg("cost", cost), _nonneg("attack_cost", attack_cost), _prob("damage", damage)
+    pm, px = _prob("p_min", p_min), _prob("p_max", p_max)
+    al, be = _prob("alpha", alpha), _prob("beta", beta)
+    e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
+    dl = _delta(delta)
+    V, Q = _compliance_values(c, a, d, np.array([pm]), np.array([px]), np.array([al]),
+                              np.array([be]), e1, e2, dl)
+    return (Q - V[None])[:, :, 0]
+
+
+def sustainable_all_actions(costs: Any, attack_costs: Any, damage: float, p_min: Any, p_max: Any,
+                            alpha: Any, beta: Any, eps1: float, eps2: float, delta: float,
+                            tol: float = 1e-12) -> NDArray[np.bool_]:
+    """Whether complying is optimal against all four actions, for both workers at both ratings,
+    and both take part (``U(0) >= 0``). Broadcasts over arrays of protocols."""
+    c_ij, a_ij = _pair("costs", costs), _pair("attack_costs", attack_costs)
+    d = _prob("damage", damage)
+    e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
+    dl = _delta(delta)
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p_min, p_max, alpha, beta)))
+    for name, arr in zip(("p_min", "p_max", "alpha", "beta"), arrays):
+        if not np.all((arr >= 0) & (arr <= 1)):
+            raise ValueError(f"{name} must lie in [0, 1]")
+    shape = arrays[0].shape
+    flat = [x.ravel() for x in arrays]
+    ok = np.ones(flat[0].size, dtype=bool)
+    for c, a in zip(c_ij, a_ij):
+        V, Q = _compliance_values(c, a, d, *flat, e1, e2, dl)
+        ok &= np.all(Q <= V[None] + tol, axis=(0, 1)) & (V[0] >= -tol)
+    return ok.reshape(shape)
+
+
+def design_protocol_all_actions(costs: Any, attack_costs: Any, damage: float, eps1: float,
+                                eps2: float, delta: float,
+                                grid: tuple[int, int, int, int] = (40, 41, 21, 201)) -> Protocol:
+    """The requester's best protocol that is sustainable against all four actions (ours).
+
+    Searches ``alpha`` in ``{1/m, ..., 1}``, ``beta``, ``P_min`` and ``P_max`` on uniform grids of
+    [0, 1] (sizes from ``grid``), keeps the protocols accepted by
+    :func:`sustainable_all_actions` with ``P_min <= P_max``, and returns the one with the largest
+    requester utility (Eq. 20). Vectorised over the whole grid (about 7 million protocols by
+    default).
+    """
+    if not (isinstance(grid, tuple) and len(grid) == 4):
+        raise TypeError("grid must be a tuple of four sizes (alpha, beta, p_min, p_max)")
+    m = [integer(f"grid[{k}]", g, low=2) for k, g in enumerate(grid)]
+    qN, eb, _ = _errors(eps1, eps2)
+    al = np.arange(1, m[0] + 1) / m[0]
+    A, Bt, Pn, Px = np.meshgrid(al, np.linspace(0, 1, m[1]), np.linspace(0, 1, m[2]),
+                                np.linspace(0, 1, m[3]), indexing="ij")
+    ok = sustainable_all_actions(costs, attack_costs, damage, Pn, Px, A, Bt, eps1, eps2, delta)
+    ok &= Pn <= Px
+    s = A * qN + Bt * eb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        U = np.where(ok & (s > 0), qN - (Bt * eb * Pn + A * qN * Px) / s, -np.inf)
+    k = np.unravel_index(int(np.argmax(U)), U.shape)
+    if not np.isfinite(U[k]):
+        return Protocol.infeasible()
+    return Protocol(True, float(A[k]), float(Bt[k]), float(Pn[k]), float(Px[k]), float(U[k]))

@@ -187,3 +187,40 @@ def test_compliance_never_recorded_is_infeasible_not_an_error():
         for fn in (Rt.design_protocol, Rt.design_protocol_exact, Rt.design_protocol_brute):
             p = fn(c, (0.03, 0.03), 0.3, 1.0, 0.1, 0.9)
             assert not p.feasible and np.isnan(p.requester_utility)
+
+
+def test_deviation_gains_agree_with_value_iteration():
+    """The one-shot deviation principle (deviation_gains) and value iteration (best_responses)
+    agree on whether complying is optimal, on random protocols."""
+    rng = np.random.default_rng(17)
+    agree = 0
+    for _ in range(200):
+        c, a, d = rng.uniform(0.02, 0.3), rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.6)
+        pmin, pmax = np.sort(rng.uniform(0, 1, 2))
+        al, be = rng.uniform(0.05, 1, 2)
+        e1, e2, dl = rng.uniform(0, 0.3), rng.uniform(0, 0.3), rng.uniform(0.6, 0.97)
+        gains = Rt.deviation_gains(c, a, d, pmin, pmax, al, be, e1, e2, dl)
+        _, best = Rt.best_responses(c, a, d, pmin, pmax, al, be, e1, e2, dl, actions=Rt.ACTIONS)
+        assert np.all(np.abs(gains[0]) < 1e-12)
+        agree += (gains.max() <= 1e-9) == (best == ["CN", "CN"])
+    assert agree == 200
+
+
+def test_all_action_design_is_sustainable_and_shirking_breaks_algorithm_1():
+    args = ((0.10, 0.12), (0.02, 0.03), 0.40, 0.10, 0.15, 0.90)
+    alg = Rt.design_protocol(*args, grid=1000)
+    assert not Rt.sustainable_all_actions(args[0], args[1], args[2], alg.p_min, alg.p_max,
+                                          alg.alpha, alg.beta, *args[3:])
+    _, best = Rt.best_responses(0.12, 0.03, 0.40, alg.p_min, alg.p_max, alg.alpha, alg.beta,
+                                0.10, 0.15, 0.90, actions=Rt.ACTIONS)
+    assert best == ["SN", "CA"]                    # shirk at rating 0, attack at rating 1
+    full = Rt.design_protocol_all_actions(*args, grid=(20, 21, 11, 101))
+    assert full.feasible
+    for c, a in ((0.10, 0.02), (0.12, 0.03)):
+        _, best = Rt.best_responses(c, a, 0.40, full.p_min, full.p_max, full.alpha, full.beta,
+                                    0.10, 0.15, 0.90, actions=Rt.ACTIONS)
+        assert best == ["CN", "CN"]
+    with pytest.raises(TypeError, match="grid"):
+        Rt.design_protocol_all_actions(*args, grid=10)
+    with pytest.raises(ValueError, match="alpha"):
+        Rt.sustainable_all_actions(*args[:3], 0.0, 0.5, 1.5, 0.5, *args[3:])
