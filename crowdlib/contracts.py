@@ -488,12 +488,13 @@ def foc_residual(p: Any, weights: Any, budget: float, cost_coefficients: Any,
 
 
 # ---------------------------------------------------------- inverse map
-def _prefix_slack(p: FloatArray, B: float, r: FloatArray) -> tuple[NDArray[np.int64], FloatArray]:
-    """Order agents by ``r_i = c_i'(p_i)`` descending and return the slack of (5) on prefixes."""
+def _prefix_slack(p: FloatArray, B: float, r: FloatArray) -> tuple[NDArray[np.int64], FloatArray, FloatArray]:
+    """Order agents by ``r_i = c_i'(p_i)`` descending; return the order, the slack of (5) on
+    each prefix and the scale ``B Pr(someone in the prefix succeeds)`` it is measured against."""
     order = np.argsort(-r, kind="stable")
     pay = np.cumsum((p * r)[order])
-    reach = 1.0 - np.cumprod((1.0 - p)[order])
-    return order, B * reach - pay
+    reach = -np.expm1(np.cumsum(np.log1p(-p[order])))      # 1 - prod(1 - p), accurate for tiny p
+    return order, B * reach - pay, B * reach
 
 
 def _check_condition5(p: Any, budget: float, cost_coefficients: Any, rtol: float):
@@ -501,8 +502,10 @@ def _check_condition5(p: Any, budget: float, cost_coefficients: Any, rtol: float
     B = real("budget", budget, low=0.0, low_open=True)
     rtol = real("rtol", rtol, low=0.0, low_open=True)
     r = _marginal_cost(cost_coefficients, p.size, "p's agents")(p)
-    order, slack = _prefix_slack(p, B, r)
-    return p, B, r, order, slack, rtol * B
+    order, slack, scale = _prefix_slack(p, B, r)
+    # the tolerance is relative to each prefix's own scale: with tiny p the slack of a set that
+    # is not tight is itself tiny (of order B p_i p_j), and an absolute tolerance would call it tight
+    return p, B, r, order, slack, rtol * scale
 
 
 def implementable_by_luce(p: Any, budget: float, cost_coefficients: Any, rtol: float = 1e-9) -> bool:
@@ -514,7 +517,7 @@ def implementable_by_luce(p: Any, budget: float, cost_coefficients: Any, rtol: f
     the slack is minimised on such a prefix (exchange argument in the chapter).
     """
     _, _, _, _, slack, tol = _check_condition5(p, budget, cost_coefficients, rtol)
-    return bool(slack.min() >= -tol and abs(slack[-1]) <= tol)
+    return bool(np.all(slack >= -tol) and abs(slack[-1]) <= tol[-1])
 
 
 def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
@@ -530,12 +533,12 @@ def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
     as :func:`luce_equilibrium` does.
     """
     p, B, r, order, slack, tol = _check_condition5(p, budget, cost_coefficients, rtol)
-    worst = int(np.argmin(slack))
-    if slack[worst] < -tol:
+    worst = int(np.argmin(slack / tol))
+    if slack[worst] < -tol[worst]:
         T = sorted(order[: worst + 1].tolist())
         raise ValueError(f"p violates condition (5) for T = {T}: expected pay to T exceeds "
                          f"B * Pr(someone in T succeeds) by {-slack[worst]:.3g}")
-    if abs(slack[-1]) > tol:
+    if abs(slack[-1]) > tol[-1]:
         need = float(np.sum(p * r) / (1 - np.prod(1 - p)))
         raise ValueError(f"condition (5) needs equality for T = N: budget must be {need:.12g} "
                          f"for this p, got {B:g}")
@@ -543,7 +546,7 @@ def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
     if np.any(B >= top):  # as in luce_equilibrium, so that the round trip is always defined
         raise ValueError(f"budget must be < c_i'(1) = {top.min():g} for every agent (Assumption 1), "
                          f"got {B:g}")
-    cuts = [i + 1 for i in range(p.size) if abs(slack[i]) <= tol]
+    cuts = [i + 1 for i in range(p.size) if abs(slack[i]) <= tol[i]]
     weights = np.ones(p.size)
     priority = np.zeros(p.size, dtype=np.int64)
     start, survive = 0, 1.0

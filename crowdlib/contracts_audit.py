@@ -9,11 +9,10 @@ How the generators resolve what the paper leaves open:
 
 * Costs are quadratic, ``c_i(p) = k_i p^2 / 2``, with ``k_i`` drawn so that Assumption 1
   (``B < c_i'(1) = k_i``) holds; quadratic costs have ``c_i'(0) = 0``.
-* A "random FGN comparator" for a profile ``p`` is an FGN contract, drawn at random, that has
-  ``p`` as an equilibrium: random success-only shares ``z`` are scaled agent by agent,
-  ``x_i(S) = alpha_i z_i(S)`` with ``alpha_i = c_i'(p_i) / (B E[z_i(S_-i + i)])``, so Eq. (3)
-  holds at ``p``; draws with some ``alpha_i > 1`` (infeasible) are mixed with the Luce contract
-  that implements ``p`` until feasible.
+* A "random FGN comparator" for a profile ``p`` is an FGN payment rule, drawn at random, that
+  has ``p`` as an equilibrium: random success-only payments ``z`` are scaled agent by agent,
+  ``y_i(S) = c_i'(p_i) z_i(S) / E[z_i(S_-i + i)]``, so Eq. (3) holds at ``p``. Section 4 of the
+  paper drops the budget, so the comparator's total may exceed the Luce budget.
 * A "profile on the budget line" is a random direction scaled so that condition (5) holds with
   equality for ``T = N``; whether it holds on the other sets is left to chance, so such profiles
   are implementable by a Luce contract or not, and no contract generated them.
@@ -80,22 +79,26 @@ def closure_distance(levels, log_weights, t: float) -> float:
     whose priority classes are the distinct ``levels``, highest first. Tends to 0 as t grows:
     a limit of weighted contracts along a ray is a Luce contract."""
     a = check.real_vector("levels", levels)
+    if a.size == 0:
+        raise ValueError("levels must list at least one agent")
     b = check.real_vector("log_weights", log_weights, length=a.size, length_name="levels")
     t = check.real("t", t, low=0.0)
     from .contracts import weighted_contract
 
     rank = np.unique(-a, return_inverse=True)[1].astype(np.int64)
     z = t * a + b
-    return float(np.max(np.abs(weighted_contract(np.exp(z - z.max()))
-                               - luce_contract_matrix(np.exp(b), rank))))
+    # weights below the smallest positive double are 0 in the limit; keep them positive
+    w = np.maximum(np.exp(z - z.max()), np.finfo(float).tiny)
+    return float(np.max(np.abs(weighted_contract(w) - luce_contract_matrix(np.exp(b - b.max()), rank))))
 
 
 def choice_axiom_gap(contract) -> float:
     """Largest violation of the product identity ``x_i(S) x_j(S') = x_j(S) x_i(S')`` over
     ``i, j in S``, ``S`` a subset of ``S'``. Every weighted contract satisfies it (Luce's choice
     axiom), and so does every limit of weighted contracts, since the identity is closed."""
-    X = np.asarray(contract, dtype=float)
-    n = X.shape[1]
+    from .contracts import _contract
+
+    X, n = _contract(contract)
     M = outcomes(n)
     gap = 0.0
     for s in range(1, 2 ** n):
@@ -131,22 +134,37 @@ def set_slacks(p, budget: float, cost_coefficients) -> dict[frozenset, float]:
     if p.size > 16:
         raise ValueError(f"p: at most 16 agents can be enumerated, got {p.size}")
     M = outcomes(p.size)
-    reach = 1.0 - np.prod(np.where(M, 1.0 - p, 1.0), axis=1)
+    reach = -np.expm1(M @ np.log1p(-np.minimum(p, 1.0 - 1e-300)))
     pay = M @ (p * k * p)
     return {frozenset(np.flatnonzero(row).tolist()): float(s)
             for row, s in zip(M, B * reach - pay)}
 
 
 def tight_sets(p, budget: float, cost_coefficients, rtol: float = 1e-9) -> list[frozenset]:
-    """The non-empty sets on which condition (5) holds with equality (tolerance ``rtol * B``)."""
-    slack = set_slacks(p, budget, cost_coefficients)
-    return sorted((T for T, s in slack.items() if T and abs(s) <= rtol * budget), key=len)
+    """The non-empty sets on which condition (5) holds with equality: ``|h(T)|`` at most ``rtol``
+    times the set's own scale ``B Pr(someone in T succeeds)`` (with tiny ``p`` the slack of a set
+    that is not tight is itself tiny, so an absolute tolerance would misclassify it)."""
+    rtol = check.real("rtol", rtol, low=0.0, low_open=True)
+    p_arr = check.real_vector("p", p, low=0.0, high=1.0)
+    slack = set_slacks(p_arr, budget, cost_coefficients)
+    out = []
+    for T, s_ in slack.items():
+        if not T:
+            continue
+        reach = -np.expm1(np.sum(np.log1p(-p_arr[sorted(T)])))
+        if abs(s_) <= rtol * budget * reach:
+            out.append(T)
+    return sorted(out, key=len)
 
 
 def profile_on_budget_line(n: int, budget: float, cost_coefficients, rng=None) -> FloatArray:
     """A random profile with equality in (5) for ``T = N`` (see the module docstring)."""
     n = check.integer("n", n, low=1, high=16)
+    budget = check.real("budget", budget, low=0.0, low_open=True)
     k = check.real_vector("cost_coefficients", cost_coefficients, low=0.0, length=n, length_name="n")
+    if np.any(k <= budget):
+        raise ValueError(f"cost_coefficients must exceed the budget (Assumption 1, B < c_i'(1) = k_i), "
+                         f"got min {k.min():g} <= {budget:g}")
     g = _rng(rng)
     d = g.uniform(0.05, 1.0, n) * np.where(g.uniform(size=n) < 0.2, 0.05, 1.0)
 
@@ -168,7 +186,7 @@ def random_fgn_comparator(p, cost_coefficients, rng=None) -> FloatArray:
 
     Random success-only payments ``z_i(S)`` are scaled agent by agent,
     ``y_i(S) = c_i'(p_i) z_i(S) / E[z_i(S_-i + i)]``, which is Eq. (3) at ``p``. A third of the
-    draws also zero out a random part of each agent's success sets (sparse comparators).
+    draws also zero out about 40% of the entries (sparse comparators), keeping lone successes paid.
     """
     p = check.real_vector("p", p, low=0.0, high=1.0)
     k = check.real_vector("cost_coefficients", cost_coefficients, low=0.0, length=p.size,
@@ -218,7 +236,11 @@ def spread_check(p, budget: float, cost_coefficients, payments) -> SpreadCheck:
     Y = np.asarray(payments, dtype=float)
     if Y.shape != (2 ** p.size, p.size) or not np.all(np.isfinite(Y)) or np.any(Y < 0):
         raise ValueError(f"payments must be finite, >= 0 and of shape {(2 ** p.size, p.size)}")
-    scale = max(float(Y.sum(axis=1).max()), 1e-300)
+    if not np.all((p > 0) & (p < 1)):
+        raise ValueError("p must lie in (0, 1) for every agent (Assumption 1 and c'(0) = 0)")
+    scale = float(Y.sum(axis=1).max())
+    if scale <= 0:
+        raise ValueError("payments must pay something: an all-zero rule implements no p in (0, 1)")
     T, prob = total_payment_distribution(Y / scale, p, scale)
     a, b = expected_shares(Y / scale, p)
     foc = float(np.max(np.abs(k * p - scale * (b - a))))
@@ -259,6 +281,12 @@ class UniquenessCheck:
 def normalise_weights(w: FloatArray, priority: NDArray[np.int64]) -> FloatArray:
     """Weights divided by their maximum within each priority class (a Luce contract is
     unchanged by scaling the weights of one class)."""
+    w = check.real_vector("w", w, low=0.0)
+    if w.size == 0 or np.any(w <= 0):
+        raise ValueError("w must be non-empty with every weight > 0")
+    priority = np.asarray(priority)
+    if priority.shape != w.shape or not np.issubdtype(priority.dtype, np.integer):
+        raise ValueError(f"priority must hold one integer class per weight ({w.size})")
     out = w.astype(float).copy()
     for c in np.unique(priority):
         out[priority == c] /= out[priority == c].max()
@@ -285,6 +313,10 @@ def luce_uniqueness(p, budget: float, cost_coefficients, rng=None, starts: int =
             return (B * luce_win_probabilities(np.exp(u), p, pr) - target) / target
 
         sol = optimize.least_squares(eqs, u0, xtol=1e-15, ftol=1e-15, gtol=1e-15)
+        # polish with Levenberg-Marquardt: with tiny p the equations barely depend on the
+        # weights, and the trust-region solve stops before the weights are pinned down
+        sol = optimize.least_squares(eqs, sol.x, xtol=1e-15, ftol=1e-15, gtol=1e-15, method="lm",
+                                     max_nfev=20000)
         worst = max(worst, float(np.max(np.abs(eqs(sol.x) * target))))
         found.append(normalise_weights(np.exp(sol.x), pr))
     ref = normalise_weights(w, pr)
