@@ -679,21 +679,38 @@ def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: int,
 
     Arrays of shape ``(len(settings), len(policies))``: ``pct``, ``pct_half``,
     ``total``, ``total_half``; plus ``optimal`` and ``optimal_half`` per setting.
-    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (A.8).
+    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (A.8), cluster-robust
+    (:func:`crowdlib.experiments.mean_ci`) for the random family, whose runs share instances.
+    For the book's significance rule the per-run values are returned too: ``pct_runs``
+    ``(settings, policies, runs)`` and ``clusters`` ``(settings, runs)``, the instance each run
+    used (its own index where every run has the same instance).
     """
     runs = integer("runs", runs, low=2)
     out = {}
     cells = [percent_of_optimal(st, policies, runs, seed + 1000 * s_idx)
              for s_idx, st in enumerate(tqdm(settings, disable=not progress, desc="settings",
                                              file=sys.stderr, mininterval=2.0))]
-    half = lambda a, axis: Z99 * a.std(axis=axis, ddof=1) / math.sqrt(runs)
+    from .experiments import mean_ci
+
+    clusters = np.array([_clusters(st, runs) for st in settings])
+    half = lambda a, g: mean_ci(a, 0.99, g).half_width
     out["pct"] = np.array([c["pct"].mean(axis=1) for c in cells])
-    out["pct_half"] = np.array([half(c["pct"], 1) for c in cells])
+    out["pct_half"] = np.array([[half(row, g) for row in c["pct"]] for c, g in zip(cells, clusters)])
     out["total"] = np.array([c["totals"].mean(axis=1) for c in cells])
-    out["total_half"] = np.array([half(c["totals"], 1) for c in cells])
+    out["total_half"] = np.array([[half(row, g) for row in c["totals"]] for c, g in zip(cells, clusters)])
     out["optimal"] = np.array([c["optimal_total"].mean() for c in cells])
-    out["optimal_half"] = np.array([half(c["optimal_total"], 0) for c in cells])
+    out["optimal_half"] = np.array([half(c["optimal_total"], g) for c, g in zip(cells, clusters)])
+    out["pct_runs"] = np.array([c["pct"] for c in cells])
+    out["clusters"] = clusters
     return out
+
+
+def _clusters(setting: "Setting", runs: int) -> NDArray[np.int64]:
+    """The instance label of each run: runs of the random family share an instance in blocks of
+    ``runs_per_instance``; elsewhere every run is its own cluster."""
+    if setting.family == "random":
+        return np.arange(runs) // setting.runs_per_instance
+    return np.arange(runs)
 
 
 def benchmark(instance: ISPInstance, policies: list[Any], budget: float, periods: int,
