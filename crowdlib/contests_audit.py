@@ -235,6 +235,30 @@ def _nonempty(name: str, grid: NDArray[np.float64]) -> NDArray[np.float64]:
     return grid
 
 
+def _grids(effort_grid, efforts: int, report_grid, low: float, high: float,
+           reports: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The agents' effort grid (default ``efforts`` points of [0, 1]) and the principal's report
+    grid (default ``reports`` points of [low, high]), checked."""
+    e = np.linspace(0, 1, efforts) if effort_grid is None else _nonempty(
+        "effort_grid", check.real_vector("effort_grid", effort_grid, low=0.0, high=1.0))
+    r = np.linspace(low, high, reports) if report_grid is None else _nonempty(
+        "report_grid", check.real_vector("report_grid", report_grid, low=low))
+    return e, r
+
+
+def _quadrature(points: int, replicates: int) -> tuple[int, int]:
+    points = check.integer("points", points, low=64)
+    if points & (points - 1):
+        raise ValueError(f"points must be a power of 2, got {points}")
+    return points, check.integer("replicates", replicates, low=2)
+
+
+def _balance_item(name: str, revenue: NDArray[np.float64], floor: float) -> AuditItem:
+    """|E[revenue]| against its integration error."""
+    mean, se = _mean_se(revenue)
+    return AuditItem(name, abs(mean), SIGMAS * se + floor, f"E[revenue] = {mean:.3g}")
+
+
 def _grid_profiles(n: int, levels: NDArray[np.float64], symmetric: bool) -> list[tuple[float, ...]]:
     if symmetric:
         return list(itertools.combinations_with_replacement(levels, n))
@@ -293,20 +317,13 @@ def audit_csec(v: float, n: int, quality: str | QualityModel = "uniform", *,
     """
     v = check.real("v", v, low=0.0, low_open=True)
     n = check.integer("n", n, low=1, high=12)
-    points = check.integer("points", points, low=64)
-    if points & (points - 1):
-        raise ValueError(f"points must be a power of 2, got {points}")
-    replicates = check.integer("replicates", replicates, low=2)
     if rule is None:
         rule = csec_rule(quality)
     elif not isinstance(rule, CSECRule):
         raise TypeError(f"rule must be a CSECRule, got {type(rule).__name__}")
     model = rule.quality
-    efforts_try = np.linspace(0, 1, 11) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0))
-    reports = np.linspace(0, 3 * v, 31) if report_grid is None else _nonempty("report_grid", check.real_vector(
-        "report_grid", report_grid, low=0.0))
-    draws = _Draws.make(n, points, replicates, seed)
+    efforts_try, reports = _grids(effort_grid, 11, report_grid, 0.0, 3 * v, 31)
+    draws = _Draws.make(n, *_quadrature(points, replicates), seed)
     ones = np.ones(n)
     floor = FLOOR * max(1.0, v)
 
@@ -329,15 +346,12 @@ def audit_csec(v: float, n: int, quality: str | QualityModel = "uniform", *,
                    for a in range(n) for e in efforts_try]
     report_gains = [(f"principal reports {r:g}", outcome(float(r))[0] - principal) for r in reports]
     shortfalls = [(f"agent {a}", -agents[:, a]) for a in range(n)] + [("principal", -principal)]
-    worst = max(shortfalls, key=lambda s: s[1].mean())
-    m_, se_ = _mean_se(worst[1])
-    r_mean, r_se = _mean_se(revenue)
     items = (
         AuditItem("efficiency", margin, 1e-9, alt),
         _gain_item("IC (agents)", agent_gains, floor),
         _gain_item("IC (principal)", report_gains, floor),
-        AuditItem("IR", m_, SIGMAS * se_ + floor, worst[0]),
-        AuditItem("budget balance", abs(r_mean), SIGMAS * r_se + floor, f"E[revenue] = {r_mean:.3g}"),
+        _gain_item("IR", shortfalls, floor),
+        _balance_item("budget balance", revenue, floor),
     )
     return MechanismAudit("CSEC", f"v={v:g}, n={n}, {model.name}", items)
 
@@ -378,21 +392,14 @@ def audit_psec(v: float, environment: PSECModel, *, rule: PSECRule | None = None
     env = environment
     n = check.integer("environment.n", env.n, low=1, high=4)
     v = check.real("v", v, low=max(env.v_low, 0.0), low_open=env.v_low <= 0)
-    points = check.integer("points", points, low=64)
-    if points & (points - 1):
-        raise ValueError(f"points must be a power of 2, got {points}")
-    replicates = check.integer("replicates", replicates, low=2)
     if rule is None:
         rule = psec_rule(env)
     elif not isinstance(rule, PSECRule):
         raise TypeError(f"rule must be a PSECRule, got {type(rule).__name__}")
     model = env.quality
-    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0))
-    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else _nonempty("report_grid", check.real_vector(
-        "report_grid", report_grid, low=env.v_low))
+    efforts_try, reports = _grids(effort_grid, 5, report_grid, env.v_low, 3 * v, 13)
     support = sorted(float(s) for s, p in env.skill_prior.items() if p > 0)
-    draws = _Draws.make(n, points, replicates, seed)
+    draws = _Draws.make(n, *_quadrature(points, replicates), seed)
     floor = FLOOR * max(1.0, v)
 
     def outcome(skills, reported_v, skill_reports=None, changes=None):
@@ -432,19 +439,14 @@ def audit_psec(v: float, environment: PSECModel, *, rule: PSECRule | None = None
             report_gains.append((f"{label}: principal reports {r:g}",
                                  outcome(skills, float(r))[0] - principal))
     margin, where = max(margins, key=lambda t: t[0])
-    worst_p = max(principal_short, key=lambda s: s[1].mean())
-    pm, pse = _mean_se(worst_p[1])
-    a_worst = int(np.argmin(ex_ante_agents.mean(axis=0)))
-    am, ase = _mean_se(-ex_ante_agents[:, a_worst])
-    rm, rse = _mean_se(ex_ante_revenue)
     items = (
         AuditItem("efficiency", margin, 1e-9, where),
         _gain_item("IC (agents)", agent_gains, floor),
         _gain_item("IC (principal)", report_gains, floor),
-        AuditItem("IR (principal)", pm, SIGMAS * pse + floor, worst_p[0]),
-        AuditItem("IR (agents, ex ante)", am, SIGMAS * ase + floor, f"agent {a_worst}"),
-        AuditItem("budget balance (ex ante)", abs(rm), SIGMAS * rse + floor,
-                  f"E[revenue] = {rm:.3g}"),
+        _gain_item("IR (principal)", principal_short, floor),
+        _gain_item("IR (agents, ex ante)",
+                   [(f"agent {a}", -ex_ante_agents[:, a]) for a in range(n)], floor),
+        _balance_item("budget balance (ex ante)", ex_ante_revenue, floor),
     )
     prior = ", ".join(f"{s:g}: {p:g}" for s, p in sorted(env.skill_prior.items()))
     return MechanismAudit("PSEC", f"v={v:g}, n={n}, prior {{{prior}}}, v_low={env.v_low:g}, "
@@ -471,10 +473,7 @@ def exact_csec_audit(v: float, n: int, quality: str | QualityModel = "uniform", 
     v = check.real("v", v, low=0.0, low_open=True)
     n = check.integer("n", n, low=1, high=12)
     model = get_quality(quality)
-    efforts_try = np.linspace(0, 1, 21) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0))
-    reports = np.linspace(0, 3 * v, 61) if report_grid is None else _nonempty("report_grid", check.real_vector(
-        "report_grid", report_grid, low=0.0))
+    efforts_try, reports = _grids(effort_grid, 21, report_grid, 0.0, 3 * v, 61)
     truth = csec_expected_outcome(v, n, model)
     gains = [(csec_expected_outcome(v, n, model, efforts={a: float(e)}).agents[a] - truth.agents[a],
               f"agent {a} exerts {e:g}") for a in range(n) for e in efforts_try]
@@ -511,10 +510,7 @@ def exact_psec_audit(v: float, environment: PSECModel, *, effort_grid: ArrayLike
     env = environment
     n = check.integer("environment.n", env.n, low=1, high=4)
     v = check.real("v", v, low=max(env.v_low, 0.0), low_open=env.v_low <= 0)
-    efforts_try = np.linspace(0, 1, 5) if effort_grid is None else _nonempty("effort_grid", check.real_vector(
-        "effort_grid", effort_grid, low=0.0, high=1.0))
-    reports = np.linspace(env.v_low, 3 * v, 13) if report_grid is None else _nonempty("report_grid", check.real_vector(
-        "report_grid", report_grid, low=env.v_low))
+    efforts_try, reports = _grids(effort_grid, 5, report_grid, env.v_low, 3 * v, 13)
     support = sorted(float(s) for s, p in env.skill_prior.items() if p > 0)
     prior, model = env.skill_prior, env.quality
     gains, margins, short = [], [], []

@@ -219,7 +219,7 @@ def three_level_rule(a: float, h: float) -> AllocationRule:
 
     Its unit payment is ``a + h (1 - a)`` on [0, a) and ``h`` on [a, 1).
     """
-    a = real("a", a, low=0.0, high=1.0)
+    a = real("a", a, low=0.0, high=1.0, low_open=True)   # a = 0 would give phi(0) = h, not 1
     h = real("h", h, low=0.0, high=1.0)
 
     def phi(x: Any) -> FloatArray:
@@ -420,7 +420,7 @@ def _settle_ties(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float,
         alloc[tied] = f
         pay[tied] = f * cost
         return alloc, pay
-    served = np.cumsum(top * cost) <= leftover * (1 + 1e-12)
+    served = np.cumsum(top * cost) <= leftover        # no slack: a tolerance would overspend
     served = np.cumprod(served).astype(bool)          # stop at the first seller that does not fit
     alloc[tied] = np.where(served, top, 0.0)
     pay[tied] = np.where(served, top * cost, 0.0)
@@ -731,20 +731,30 @@ def worst_case_lp(rule: Any, max_rate: float = 1.6, points: int = 321,
     that 1 is the stopping rate), checked just after each point where a seller joins or crosses
     a jump; ``0 <= z <= mu``, ``sum_j x_j z_j <= beta`` and ``sum_j z_j >= 1`` (so OPT >= 1).
     Its optimum is the infimum of value / OPT over instances on the grid. No rate is placed
-    exactly at 1 or at a jump of the rule, so the instances have no ties; the grid is refined
-    geometrically just above those points, where the worst instances live.
+    within a relative 1e-9 of 1 or of a jump of the rule, so the instances have no ties; the grid
+    is refined geometrically just above those points, where the worst instances live. A rule
+    that jumps where it does not declare (``AllocationRule.jumps``) is refused.
 
     The grid has ``points`` rates in ``[0, max_rate]`` plus ``refine`` per jump. Solved with
     SciPy's HiGHS.
     """
     rl = get_rule(rule)
-    max_rate = real("max_rate", max_rate, low=1.0, low_open=True)
+    max_rate = real("max_rate", max_rate, low=1.0, high=1e3, low_open=True)
     points = integer("points", points, low=10)
     refine = integer("refine", refine, low=1)
     jumps = np.array(sorted({*rl.jumps, 1.0}))
+    # a rule whose phi jumps somewhere it does not declare would let grid rates sit on the jump
+    probe = np.linspace(0.0, 1.0, 20001)
+    steps = np.flatnonzero(np.abs(np.diff(rl.phi(probe))) > 1e-3)
+    for k in steps:
+        if np.min(np.abs(jumps - probe[k + 1])) > 1e-4:
+            raise ValueError(f"rule {rl.name!r} jumps near x = {probe[k + 1]:.4f} but does not declare "
+                             "it: give it jumps=(...) (dataclasses.replace) so no rate sits on a jump")
     above = [j * (1.0 + np.geomspace(1e-6, 0.1, refine)) for j in jumps]
     xs = np.unique(np.concatenate([np.linspace(0.0, max_rate, points), *above]))
-    xs = xs[~np.isin(xs, jumps)]
+    # no rate within a relative 1e-9 of a jump: such a rate would be a tie in disguise
+    near = np.min(np.abs(xs[:, None] / jumps[None, :] - 1.0), axis=1) <= 1e-9
+    xs = xs[~near]
     stretches = np.concatenate([[1.0], *[xs[xs > 0] / j for j in jumps]]) * (1.0 + 1e-12)
     stretches = np.unique(stretches[(stretches > 1.0) & (stretches < 2.0 * max_rate)])
     n = xs.size
@@ -978,6 +988,9 @@ def random_instance(n: int, rng: Any) -> tuple[FloatArray, FloatArray, float]:
     from ._validation import generator
 
     n = integer("n", n, low=1)
+    if rng is None:
+        raise TypeError("rng must be an int seed, a SeedSequence or a Generator (None would not "
+                        "reproduce)")
     g = generator("rng", rng)
     c = g.exponential(1.0, n) * (g.random(n) < 0.9)
     u = g.uniform(0.2, 2.0, n)
@@ -988,18 +1001,38 @@ def unit_integral_optimum(costs: Any, budget: Any) -> int:
     """OPT for indivisible unit-utility items: the number of cheapest items the budget buys."""
     c = real_vector("costs", costs, low=0.0)
     B = real("budget", budget, low=0.0)
-    return int(np.searchsorted(np.cumsum(np.sort(c)), B, side="right"))
+    # a relative 1e-12 forgives the rounding of the running sum (0.1 + 0.2 + 0.3 > 0.6 in floats)
+    return int(np.searchsorted(np.cumsum(np.sort(c)), B * (1 + 1e-12), side="right"))
+
+
+def _sizes(sizes: Any) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a sequence of integers, got {type(sizes).__name__}")
+    return [integer(f"sizes[{i}]", n, low=2) for i, n in enumerate(sizes)]
+
+
+def _streams(seed: Any, ns: list[int], suffix: tuple[int, ...]) -> list[np.random.Generator]:
+    """One generator per market size: ``[seed, n, *suffix]`` for an int seed (the chapters'
+    streams), children of a SeedSequence or of a Generator otherwise."""
+    from ._validation import seed_sequence
+
+    if isinstance(seed, np.random.Generator):
+        return list(seed.spawn(len(ns)))
+    if isinstance(seed, np.random.SeedSequence):
+        return [np.random.default_rng(c) for c in seed.spawn(len(ns))]
+    root = seed_sequence("seed", seed)
+    return [np.random.default_rng([int(root.entropy), n, *suffix]) for n in ns]
 
 
 def hardness_experiment(sizes: Any, reps: int, seed: int) -> dict[str, FloatArray]:
     """Theorem 2 and Corollary 1 on the hardness instance, ``reps`` draws per size: the mean
     ratio of the posted price (e - 2)/(e - 1) to the integral OPT, and of Mechanism 2(phi*) to
     the fractional OPT. Each size has its own stream, ``SeedSequence([seed, n])``."""
-    ns = [integer("sizes[i]", int(n), low=1) for n in sizes]
+    ns = _sizes(sizes)
     reps = integer("reps", reps, low=1)
+    streams = _streams(seed, ns, ())
     post, frac = [], []
-    for n in ns:
-        g = np.random.default_rng([seed, n])
+    for n, g in zip(ns, streams):
         rp, rm = [], []
         for _ in range(reps):
             c = sample_hardness_costs(n, g)
@@ -1016,12 +1049,13 @@ def small_market_experiment(sizes: Any, reps: int, seed: int,
     """Mechanisms 1 and 2 (phi*) in small markets of ``family``: per size, the mean ratio of
     each to OPT, the share of Mechanism 2's runs below 1 - 1/e and its worst ratio. Each size
     has its own stream, ``SeedSequence([seed, n, 3])``."""
-    ns = [integer("sizes[i]", int(n), low=1) for n in sizes]
+    ns = _sizes(sizes)
     reps = integer("reps", reps, low=1)
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     ratio = 1.0 - 1.0 / math.e
     m2, m1, below, worst = [], [], [], []
-    for n in ns:
-        g = np.random.default_rng([seed, n, 3])
+    for n, g in zip(ns, _streams(seed, ns, (3,))):
         r2, r1 = [], []
         for _ in range(reps):
             c, u, B = market(family, n, g)
@@ -1047,6 +1081,11 @@ def hardness_rule_spend(rule: Callable[[float], float]) -> tuple[float, float, f
     if not callable(rule):
         raise TypeError(f"rule must be callable, got {type(rule).__name__}")
     top = 1.0 - 1.0 / math.e
+    probe = np.array([float(rule(x)) for x in np.linspace(0.0, top, 201)])
+    if not np.all(np.isfinite(probe)) or np.any(probe < 0) or np.any(probe > 1) or np.any(np.diff(probe) > 1e-12):
+        raise ValueError("rule must be a non-increasing allocation rule with values in [0, 1] on [0, 1 - 1/e]")
+    if probe.max() <= 0:
+        raise ValueError("rule must buy something: it is 0 on the whole support")
     dens = lambda s: 1.0 / (math.e * (1.0 - s) ** 2)       # F's density on (0, 1 - 1/e)
     tail = lambda s: integrate.quad(rule, s, top)[0]
     bought = rule(0.0) / math.e + integrate.quad(lambda s: rule(s) * dens(s), 0.0, top)[0]

@@ -14,6 +14,15 @@ def _instance(g, n_low=2, n_high=6):
     return n, B, A.random_costs(n, B, g)
 
 
+def _luce_profiles(seed, count):
+    """``count`` random multi-class Luce contracts and their equilibria."""
+    g = np.random.default_rng(seed)
+    for _ in range(count):
+        n, B, k = _instance(g)
+        w, pr = A.random_luce(n, g)
+        yield g, B, k, w, pr, C.luce_equilibrium(w, B, k, pr)
+
+
 def test_fgn_reduction_for_every_contract_including_corners():
     g = np.random.default_rng(101)
     corners = 0
@@ -32,13 +41,9 @@ def test_fgn_reduction_for_every_contract_including_corners():
 
 
 def test_luce_contract_is_unique_on_random_multiclass_instances():
-    g = np.random.default_rng(102)
     seen = set()
-    for _ in range(100):
-        n, B, k = _instance(g)
-        w, pr = A.random_luce(n, g)
+    for g, B, k, w, pr, p in _luce_profiles(102, 100):
         seen.add(int(pr.max()) + 1)
-        p = C.luce_equilibrium(w, B, k, pr)
         u = A.luce_uniqueness(p, B, k, g, starts=4)
         assert u.holds(), (w, pr, u)
         assert np.allclose(u.weights, A.normalise_weights(w, pr), atol=1e-6)
@@ -46,11 +51,7 @@ def test_luce_contract_is_unique_on_random_multiclass_instances():
 
 
 def test_spread_theorem_against_random_fgn_comparators():
-    g = np.random.default_rng(103)
-    for _ in range(200):
-        n, B, k = _instance(g)
-        w, pr = A.random_luce(n, g)
-        p = C.luce_equilibrium(w, B, k, pr)
+    for g, B, k, w, pr, p in _luce_profiles(103, 200):
         Y = A.random_fgn_comparator(p, k, g)
         check = A.spread_check(p, B, k, Y)
         assert check.holds() and check.foc_gap < 1e-9, check
@@ -80,11 +81,7 @@ def test_condition5_iff_on_profiles_no_contract_generated():
 
 
 def test_condition5_is_necessary_and_tight_on_class_unions():
-    g = np.random.default_rng(105)
-    for _ in range(150):
-        n, B, k = _instance(g)
-        w, pr = A.random_luce(n, g)
-        p = C.luce_equilibrium(w, B, k, pr)
+    for g, B, k, w, pr, p in _luce_profiles(105, 150):
         assert min(A.set_slacks(p, B, k).values()) >= -1e-10 * B
         unions = {frozenset(np.flatnonzero(pr <= c).tolist()) for c in np.unique(pr)}
         assert set(A.tight_sets(p, B, k, rtol=1e-7)) == unions

@@ -314,3 +314,53 @@ def test_chapter_experiments_live_in_the_library():
     assert sm["worst"][0] <= sm["mech2"][0]
     c2, u2, B2 = P.two_point_market(200, 0.3)
     assert P.mechanism1(c2, u2, B2).rate == pytest.approx(1.0)
+
+
+def test_worst_case_lp_matches_mechanism_1_on_the_instance_it_returns():
+    """The LP's instance, spread over many small sellers, gives Mechanism 1 the LP's ratio; and
+    grid rates a few ulps from a jump are not left to fake a tie."""
+    for rule in (P.three_level_rule(0.35, 0.5), P.three_level_rule(0.62, 0.01), "uniform"):
+        wc = P.worst_case_lp(rule)
+        per = 2000
+        u = np.repeat(wc.masses / per, per)
+        c = np.repeat(wc.rates, per) * u                 # cost = rate x utility
+        keep = u > 0
+        ratio = P.mechanism1(c[keep], u[keep], wc.budget, rule).value / P.fractional_optimum(
+            c[keep], u[keep], wc.budget)
+        assert ratio == pytest.approx(wc.ratio, abs=0.02), (rule, ratio, wc.ratio)
+    near = P.worst_case_lp(P.three_level_rule(np.nextafter(0.6, 0), 0.5)).ratio
+    assert near == pytest.approx(5 / 9, abs=1e-5)
+    step = P.AllocationRule.from_phi(lambda x: np.where(x < 0.5, 1.0, np.where(x < 1, 0.5, 0.0)),
+                                     "two-step", continuous=False)
+    with pytest.raises(ValueError, match="jumps"):
+        P.worst_case_lp(step)
+
+
+def test_index_ties_are_exact_at_large_scale():
+    c, u = np.array([0.0, 0.5e9, 5e9]), np.full(3, 1e9)
+    for mech in (P.mechanism1, P.mechanism2):
+        honest, dev = P.misreport_utilities(lambda c_, u_, b_: mech(c_, u_, b_, "uniform"), c, u, 1.5e9,
+                                            [1.0, 1 + 4.9e-13, 1 - 1e-13])
+        assert np.max(dev - honest[:, None]) <= 0.0
+        assert mech(c, u, 1.5e9, "uniform").payments.sum() <= 1.5e9
+
+
+def test_experiment_drivers_check_their_input():
+    with pytest.raises(TypeError, match="sizes"):
+        P.hardness_experiment(5, reps=1, seed=1)
+    with pytest.raises(ValueError, match="sizes"):
+        P.hardness_experiment([1], reps=1, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        P.small_market_experiment([10], reps=1, seed=-1)
+    a = P.small_market_experiment([10], reps=2, seed=np.random.SeedSequence(3))
+    b = P.small_market_experiment([10], reps=2, seed=np.random.SeedSequence(3))
+    assert np.array_equal(a["mech2"], b["mech2"])
+    with pytest.raises(ValueError, match="buy something"):
+        P.hardness_rule_spend(lambda s: 0.0)
+    with pytest.raises(ValueError, match="non-increasing"):
+        P.hardness_rule_spend(lambda s: s)
+    with pytest.raises(TypeError, match="rng"):
+        P.random_instance(5, None)
+    with pytest.raises(ValueError, match="a must be"):
+        P.three_level_rule(0.0, 0.5)
+    assert P.unit_integral_optimum([0.1, 0.2, 0.3], 0.6) == 3
