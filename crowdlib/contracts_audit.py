@@ -207,8 +207,8 @@ def random_fgn_comparator(p, cost_coefficients, rng=None) -> FloatArray:
 class SpreadCheck:
     """The mean-preserving-spread theorem for one FGN contract ``x`` and the Luce contract.
 
-    ``mean_gap``: E[T_x] - E[T_L]; ``conditional_gap``: the largest
-    |E[T_x | T_L = t] - t| over the two values of T_L (0 and B); the variances and maxima of
+    ``mean_gap``: ``E[T_x] - E[T_L]``; ``conditional_gap``: the largest
+    ``abs(E[T_x | T_L = t] - t)`` over the two values of ``T_L`` (0 and B); the variances and maxima of
     both payments; ``foc_gap``: how far ``p`` is from an equilibrium of ``x`` (Eq. 3).
     """
 
