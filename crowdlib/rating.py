@@ -58,6 +58,11 @@ __all__ = [
     "deviation_gains",
     "sustainable_all_actions",
     "design_protocol_all_actions",
+    "participation",
+    "feasible_protocol",
+    "equilibrium_census",
+    "design_case",
+    "design_region",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -561,3 +566,78 @@ def design_protocol_all_actions(costs: Any, attack_costs: Any, damage: float, ep
     if not np.isfinite(U[k]):
         return Protocol.infeasible()
     return Protocol(True, float(A[k]), float(Bt[k]), float(Pn[k]), float(Px[k]), float(U[k]))
+
+
+# ------------------------------------------------------------------ shared predicates
+def participation(costs: Any, p_min: float, p_max: float, alpha: float, beta: float,
+                  eps1: float, eps2: float, delta: float, tol: float = 1e-12) -> bool:
+    """Whether both workers take part: ``U(0) >= 0`` for each (Eq. 9), up to ``tol``."""
+    c_ij = _pair("costs", costs)
+    return bool(min(long_term_utilities(c, p_min, p_max, alpha, beta, eps1, eps2, delta)[0]
+                    for c in c_ij) >= -tol)
+
+
+def feasible_protocol(costs: Any, attack_costs: Any, damage: float, p_min: float, p_max: float,
+                      alpha: float, beta: float, eps1: float, eps2: float, delta: float) -> bool:
+    """A protocol of the design problem: sustainable (condition (8), CA the only deviation, as
+    the paper restricts it) and both workers take part."""
+    return bool(sustainable(attack_costs, damage, p_min, p_max, alpha, beta, eps1, eps2, delta)
+                and participation(costs, p_min, p_max, alpha, beta, eps1, eps2, delta))
+
+
+def equilibrium_census(n: int, rng: Any, equal: bool = True, variant: str = "L",
+                       domain: str = "full") -> dict[str, Any]:
+    """Pure equilibria of the stage game over ``n`` random parameter draws.
+
+    Costs ``c ~ U(0, 0.5)``, attack costs ``a ~ U(0, 0.3)`` and damage ``d``: with
+    ``domain="full"`` ``d ~ U(0, 1)``, so that attacks are possible (``d > a``) or not; with
+    ``domain="dilemma"`` only ``d > max(a_i, a_j)``. ``equal`` draws one worker and copies it.
+    Returns the shares of draws whose pure equilibria are CC only, SS only, both, or include CS
+    or SC; the share of draws with ``d > a`` for some worker; and the distinct expected numbers
+    of attacks at the equilibria.
+    """
+    n = integer("n", n, low=1)
+    if domain not in ("full", "dilemma"):
+        raise ValueError(f"domain must be 'full' or 'dilemma', got {domain!r}")
+    from ._validation import generator
+
+    g = generator("rng", rng)
+    c_i, a_i = g.uniform(0, 0.5, n), g.uniform(0, 0.3, n)
+    c_j, a_j = (c_i, a_i) if equal else (g.uniform(0, 0.5, n), g.uniform(0, 0.3, n))
+    if domain == "dilemma":
+        top = np.maximum(a_i, a_j)
+        d = top + g.uniform(0, 1, n) * (1 - top)
+    else:
+        d = g.uniform(0, 1, n)
+    game = stage_game(c_i, c_j, a_i, a_j, d, variant=variant)
+    kinds = equilibrium_mask(game).reshape(n, 4)          # CC, CS, SC, SS
+    return {"CC only": float(np.mean(kinds[:, 0] & ~kinds[:, 1:].any(1))),
+            "SS only": float(np.mean(kinds[:, 3] & ~kinds[:, :3].any(1))),
+            "CC and SS": float(np.mean(kinds[:, 0] & kinds[:, 3])),
+            "CS or SC": float(np.mean(kinds[:, 1] | kinds[:, 2])),
+            "attack possible": float(np.mean(d > np.minimum(a_i, a_j))),
+            "attacks at equilibria": sorted(set(np.round(game.attacks[equilibrium_mask(game)], 12).tolist()))}
+
+
+# ------------------------------------------------------------------ Figure 2: the design cases
+def design_case(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                delta: float) -> str:
+    """Which of Algorithm 1's cases applies (our reconstruction): ``"1-2"`` when (S) bounds
+    ``beta`` from below (``K > 2 d eps_bar``), ``"3-4"`` when from above, ``"degenerate"`` when
+    ``beta`` drops out of (S)."""
+    c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    A_S = dl * c * (K - 2 * d * eb)
+    return "1-2" if A_S > 0 else ("3-4" if A_S < 0 else "degenerate")
+
+
+def design_region(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                  delta: float, alpha: Any, beta: Any) -> NDArray[np.bool_]:
+    """Whether ``(alpha, beta)`` (arrays, broadcast) satisfies (S) and (P) at ``P_min = 0`` and
+    the participation price: the feasible domain Algorithm 1 searches (Figure 2's shaded area)."""
+    c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    al, be = np.broadcast_arrays(np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float))
+    if not (np.all((al > 0) & (al <= 1)) and np.all((be >= 0) & (be <= 1))):
+        raise ValueError("alpha must lie in (0, 1] and beta in [0, 1]")
+    S = dl * c * (K - 2 * d * eb) * be + dl * qN * (a - 2 * c * d) * al - 2 * c * d * (1 - dl)
+    Pc = dl * qN * (1 - 2 * c) * al - 2 * c * dl * eb * be - 2 * c * (1 - dl)
+    return (S >= -1e-12) & (Pc >= -1e-12) & (not _hopeless(c, a, qN, K))

@@ -224,3 +224,17 @@ def test_all_action_design_is_sustainable_and_shirking_breaks_algorithm_1():
         Rt.design_protocol_all_actions(*args, grid=10)
     with pytest.raises(ValueError, match="alpha"):
         Rt.sustainable_all_actions(*args[:3], 0.0, 0.5, 1.5, 0.5, *args[3:])
+
+
+def test_census_and_shared_predicates():
+    full = Rt.equilibrium_census(5000, 3, equal=True, variant="L", domain="full")
+    dil = Rt.equilibrium_census(5000, 3, equal=True, variant="L", domain="dilemma")
+    assert dil["attack possible"] == 1.0 and full["attack possible"] < 1.0
+    assert 0.0 in full["attacks at equilibria"] and dil["attacks at equilibria"] == [1.0]
+    assert full["CS or SC"] == 0.0 and Rt.equilibrium_census(5000, 3, equal=False)["CS or SC"] > 0
+    with pytest.raises(ValueError, match="domain"):
+        Rt.equilibrium_census(10, 1, domain="all")
+    args = ((0.10, 0.12), (0.02, 0.03), 0.40, 0.10, 0.15, 0.90)
+    p = Rt.design_protocol_exact(*args)
+    assert Rt.feasible_protocol(args[0], args[1], args[2], p.p_min, p.p_max, p.alpha, p.beta, *args[3:])
+    assert not Rt.participation(args[0], 0.0, 0.01, p.alpha, p.beta, *args[3:])
