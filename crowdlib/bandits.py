@@ -68,6 +68,7 @@ __all__ = [
     "run_grid",
     "benchmark",
     "Z99",
+    "hoeffding_targets",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -357,15 +358,28 @@ class SteppedEpsilonFirst(EpsilonFirst):
 
 
 def hais_targets(state: State, m0: int, p: float) -> FloatArray:
-    """HAIS's phase-2 targets ``N*_i`` in users (A.4), for every run.
+    """HAIS's phase-2 targets ``N*_i`` in users (A.4), for every run, from the estimates.
 
-    With ``R'_i = R g_i / c_i`` and gaps ``D_j`` to the empirical leader ``b``:
-    ``N*_j = max(m0, ceil(R'_j^2 ln(1/(1-p)) / D_j^2))`` for ``j != b`` and
-    ``N*_b`` the same with the smallest gap. A zero gap gives an infinite target.
+    See :func:`hoeffding_targets`, which this applies to ``state.estimates()``.
     """
-    inst = state.instance
-    rho = state.estimates()
-    lead = np.argmax(rho, axis=1)
+    return hoeffding_targets(state.instance, state.estimates(), p, m0)
+
+
+def hoeffding_targets(inst: "ISPInstance", rho: Any, p: float, m0: int = 0) -> FloatArray:
+    """Users per arm that make the Hoeffding bound on a wrong ranking at most ``1 - p`` (A.4).
+
+    ``rho`` holds effectiveness values, one row per run (estimates inside HAIS, the true
+    values for a check). With ``R'_i = R g_i / c_i`` and gaps ``D_j`` to the leader ``b`` of
+    each row: ``N*_j = max(m0, ceil(R'_j^2 ln(1/(1-p)) / D_j^2))`` for ``j != b``, and ``N*_b`` the
+    same with the smallest gap. A zero gap gives an infinite target; an unexplored arm (NaN)
+    gets ``m0``.
+    """
+    rho = np.atleast_2d(np.asarray(rho, dtype=float))
+    if rho.shape[1] != inst.arms:
+        raise ValueError(f"rho must have one column per arm ({inst.arms}), got {rho.shape[1]}")
+    p = real("p", p, low=0.0, high=1.0, high_open=True)
+    m0 = integer("m0", m0, low=0)
+    lead = np.argmax(rho, axis=1)     # an unexplored (NaN) arm leads; then every gap is NaN -> m0
     rows = np.arange(rho.shape[0])
     with np.errstate(invalid="ignore"):
         gap = rho[rows, lead][:, None] - rho
@@ -633,8 +647,9 @@ Z99 = 2.5758293035489004
 class Setting:
     """One cell of the experiment grid: an instance family, a budget and a deadline.
 
-    ``family`` is ``"C"`` (with ``group_size``), ``"A"``, ``"B"`` or ``"random"``
-    (a fresh random instance every ``runs_per_instance`` runs, A.2).
+    ``family`` is ``"C"`` (with ``group_size``), ``"A"``, ``"B"``, ``"random"``
+    (a fresh random instance every ``runs_per_instance`` runs, A.2), or ``"custom"`` with an
+    ``instance`` of the reader's own.
     """
 
     family: str
@@ -642,6 +657,13 @@ class Setting:
     periods: int
     group_size: int | None = None
     runs_per_instance: int = 10
+    instance: "ISPInstance | None" = None
+
+    def __post_init__(self) -> None:
+        if (self.family == "custom") != (self.instance is not None):
+            raise ValueError("family 'custom' needs an instance, and only it takes one")
+        if self.instance is not None and not isinstance(self.instance, ISPInstance):
+            raise TypeError(f"instance must be an ISPInstance, got {type(self.instance).__name__}")
 
     @property
     def label(self) -> str:
@@ -663,6 +685,8 @@ def percent_of_optimal(setting: Setting, policies: list[Any], runs: int, seed: i
         count = -(-runs // per)
         insts = random_instances(count, np.random.default_rng([seed, 777]))
         chunks = [(inst, min(per, runs - k * per)) for k, inst in enumerate(insts)]
+    elif setting.family == "custom":
+        chunks = [(setting.instance, runs)]
     else:
         chunks = [(instance_family(setting.family, setting.group_size), runs)]
     opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, [seed, 999, k])

@@ -187,3 +187,25 @@ def test_fkube_reward_scale_is_a_parameter():
 def test_seed_must_be_integers():
     with pytest.raises(TypeError, match="seed"):
         Bd.simulate(Bd.instance_family("B"), "hais", 100, 3, 4, 1.5)
+
+
+def test_hoeffding_targets_by_hand_and_custom_settings():
+    inst = Bd.instance_family("C", 5)
+    rho = inst.effectiveness
+    t = Bd.hoeffding_targets(inst, rho[None, :], 0.5, m0=0)[0]
+    b = int(np.argmax(rho))
+    Rp = inst.max_tasks * inst.group_sizes / inst.costs
+    gaps = rho[b] - rho
+    for j in range(inst.arms):
+        g = gaps[j] if j != b else min(gaps[k] for k in range(inst.arms) if k != b)
+        assert t[j] == np.ceil(Rp[j] ** 2 * np.log(2.0) / g ** 2)
+    assert np.all(Bd.hoeffding_targets(inst, rho[None, :], 0.5, m0=10 ** 9) == 10 ** 9)
+    with pytest.raises(ValueError, match="rho"):
+        Bd.hoeffding_targets(inst, np.ones((1, 2)), 0.5)
+    mixed = Bd.ISPInstance(costs=[1.0, 1.5, 6.0], group_sizes=[1, 1, 5], mean_tasks=[5.0, 8.0, 8.4])
+    grid = Bd.run_grid([Bd.Setting("custom", 500, 5, instance=mixed)], ["hais"], 20, 1, progress=False)
+    assert grid["pct_runs"].shape == (1, 1, 20) and np.all(grid["clusters"][0] == np.arange(20))
+    with pytest.raises(ValueError, match="custom"):
+        Bd.Setting("custom", 500, 5)
+    with pytest.raises(ValueError, match="custom"):
+        Bd.Setting("C", 500, 5, 5, instance=mixed)
