@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -675,25 +676,29 @@ def percent_of_optimal(setting: Setting, policies: list[Any], runs: int, seed: i
     """Per-run totals and %Opt (total / Optimal's total in the same run index, in %).
 
     Returns ``optimal_total`` (``runs``,), and ``totals`` and ``pct`` of shape
-    ``(len(policies), runs)`` in the order given. Policy ``j`` uses seeds
-    ``[seed, j, ...]``; Optimal uses ``[seed, 999, ...]``.
+    ``(len(policies), runs)`` in the order given. Every stream is named, not numbered: policy
+    ``pol`` uses ``[seed, crc32(setting.label), crc32(pol.name), k]`` on instance chunk ``k`` and
+    Optimal ``[seed, crc32(setting.label), 0, k]``, so results do not depend on the order of
+    the policies or of the settings of a grid.
     """
     runs = integer("runs", runs, low=1)
     pols = [_resolve(p) for p in policies]
     if setting.family == "random":
         per = setting.runs_per_instance
         count = -(-runs // per)
-        insts = random_instances(count, np.random.default_rng([seed, 777]))
+        insts = random_instances(count, np.random.default_rng([seed, zlib.crc32(setting.label.encode()), 777]))
         chunks = [(inst, min(per, runs - k * per)) for k, inst in enumerate(insts)]
     elif setting.family == "custom":
         chunks = [(setting.instance, runs)]
     else:
         chunks = [(instance_family(setting.family, setting.group_size), runs)]
-    opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, [seed, 999, k])
+    tag = zlib.crc32(setting.label.encode())
+    opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, [seed, tag, 0, k])
                           for k, (inst, m) in enumerate(chunks)])
-    totals = np.array([np.concatenate([simulate(inst, pol, setting.budget, setting.periods, m, [seed, j, k])
+    totals = np.array([np.concatenate([simulate(inst, pol, setting.budget, setting.periods, m,
+                                                [seed, tag, zlib.crc32(pol.name.encode()), k])
                                        for k, (inst, m) in enumerate(chunks)])
-                       for j, pol in enumerate(pols)]).reshape(len(pols), runs)
+                       for pol in pols]).reshape(len(pols), runs)
     return {"optimal_total": opt, "totals": totals, "pct": 100.0 * totals / opt}
 
 
@@ -711,9 +716,9 @@ def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: int,
     """
     runs = integer("runs", runs, low=2)
     out = {}
-    cells = [percent_of_optimal(st, policies, runs, seed + 1000 * s_idx)
-             for s_idx, st in enumerate(tqdm(settings, disable=not progress, desc="settings",
-                                             file=sys.stderr, mininterval=2.0))]
+    cells = [percent_of_optimal(st, policies, runs, seed)   # streams named by setting and policy
+             for st in tqdm(settings, disable=not progress, desc="settings", file=sys.stderr,
+                            mininterval=2.0)]
     from .experiments import mean_ci
 
     clusters = np.array([_clusters(st, runs) for st in settings])

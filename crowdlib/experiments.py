@@ -12,10 +12,12 @@ How the choices were made:
   cluster sums around the overall mean, scaled by ``G / (G - 1)``, divided by ``n^2``. It
   reduces to ``s / sqrt(n)`` times ``sqrt((n - 1) / n)``-level corrections when every cluster
   has one run.
-* Two means are compared by Welch's statistic ``(mean_a - mean_b) / sqrt(se_a^2 + se_b^2)``
-  against the normal quantile: the samples in the book have hundreds of runs or clusters, where
-  the normal and t quantiles agree to the third digit. :func:`compare` refuses fewer than 10
-  runs (or clusters) per sample.
+* Two means are compared by Welch's statistic ``(mean_a - mean_b) / sqrt(se_a^2 + se_b^2)``,
+  or, for matched runs (``paired=True``: the same instance, the same oracle run), by the mean of
+  the differences. The reference distribution is Student's t with ``G - 1`` degrees of freedom,
+  ``G`` the smaller number of runs or clusters (conservative for Welch's statistic, and the usual
+  choice for cluster-robust errors); intervals use the same quantile. :func:`compare` refuses
+  fewer than 10 runs (or clusters) per sample.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class MeanCI:
 
     @property
     def half_width(self) -> float:
-        return float(stats.norm.ppf(0.5 + self.level / 2) * self.se)
+        return float(stats.t.ppf(0.5 + self.level / 2, self.clusters - 1) * self.se)
 
     @property
     def low(self) -> float:
@@ -73,7 +75,9 @@ def _se(x: NDArray[np.float64], clusters: Any, name: str) -> tuple[float, int]:
         return float(x.std(ddof=1) / np.sqrt(n)), n
     labels = np.ravel(np.asarray(clusters))
     if labels.shape != (n,):
-        raise ValueError(f"clusters for {name} must give one label per run ({n}), got {labels.size}")
+        raise ValueError(f"{name} must give one cluster label per run ({n}), got {labels.size}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name} must not contain NaN or infinite labels")
     _, inv = np.unique(labels, return_inverse=True)
     G = int(inv.max()) + 1
     if G < MIN_SAMPLES:
@@ -84,10 +88,10 @@ def _se(x: NDArray[np.float64], clusters: Any, name: str) -> tuple[float, int]:
 
 
 def mean_ci(x: Any, level: float = 0.99, clusters: Any = None) -> MeanCI:
-    """The mean of ``x`` with a normal confidence interval at ``level``; cluster-robust (CR1)
-    when ``clusters`` labels the instance each run shares."""
+    """The mean of ``x`` with a Student-t confidence interval at ``level`` (``G - 1`` degrees of
+    freedom); cluster-robust (CR1) when ``clusters`` labels the instance each run shares."""
     arr = _sample("x", x)
-    se, G = _se(arr, clusters, "x")
+    se, G = _se(arr, clusters, "clusters")
     return MeanCI(float(arr.mean()), se, _level(level), arr.size, G)
 
 
@@ -121,25 +125,26 @@ def compare(a: Any, b: Any, level: float = 0.99, clusters_a: Any = None,
             clusters_b: Any = None, paired: bool = False) -> Comparison:
     """Two-sample test of ``mean(a) = mean(b)`` at ``level`` (two-sided).
 
-    Welch's statistic with normal quantiles; standard errors cluster-robust when clusters are
-    given. ``paired=True`` tests the mean of ``a - b`` instead (runs matched one to one, for
+    Welch's statistic against Student's t (see the module docstring); standard errors
+    cluster-robust when clusters are given. ``paired=True`` tests the mean of ``a - b`` instead (runs matched one to one, for
     example by common random numbers), clustered by ``clusters_a`` if given.
     """
     lv = _level(level)
     xa, xb = _sample("a", a), _sample("b", b)
+    se_a, g_a = _se(xa, clusters_a, "clusters_a")
+    se_b, g_b = _se(xb, clusters_b, "clusters_b")
     if paired:
         if xa.shape != xb.shape:
             raise ValueError(f"paired samples must have the same length, got {xa.size} and {xb.size}")
-        d = mean_ci(xa - xb, lv, clusters_a)
-        se = d.se
-        diff = d.mean
+        se, dof = _se(xa - xb, clusters_a, "clusters_a")
+        diff = float(np.mean(xa - xb))
     else:
-        ca, cb = mean_ci(xa, lv, clusters_a), mean_ci(xb, lv, clusters_b)
-        diff, se = ca.mean - cb.mean, float(np.hypot(ca.se, cb.se))
+        diff, se, dof = float(xa.mean() - xb.mean()), float(np.hypot(se_a, se_b)), min(g_a, g_b)
     if se == 0:
         z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
     else:
         z = diff / se
-    p = float(2 * stats.norm.sf(abs(z)))
-    return Comparison(float(diff), float(se), float(z), p, lv, mean_ci(xa, lv, clusters_a),
-                      mean_ci(xb, lv, clusters_b))
+    p = float(2 * stats.t.sf(abs(z), dof - 1))
+    return Comparison(float(diff), float(se), float(z), p, lv,
+                      MeanCI(float(xa.mean()), se_a, lv, xa.size, g_a),
+                      MeanCI(float(xb.mean()), se_b, lv, xb.size, g_b))

@@ -26,7 +26,6 @@ How the open points are resolved (A.1, A.2 and the chapter's open points):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 

@@ -209,3 +209,11 @@ def test_hoeffding_targets_by_hand_and_custom_settings():
         Bd.Setting("custom", 500, 5)
     with pytest.raises(ValueError, match="custom"):
         Bd.Setting("C", 500, 5, 5, instance=mixed)
+
+
+def test_grid_results_do_not_depend_on_list_order():
+    settings = [Bd.Setting("C", 300, 5, 5), Bd.Setting("random", 300, 5)]
+    policies = [Bd.HAIS(20, 0.5), Bd.FKUBE(), Bd.EpsilonFirst(0.1)]
+    a = Bd.run_grid(settings, policies, 100, 7, progress=False)      # 10 instances of 10 runs
+    b = Bd.run_grid(settings[::-1], policies[::-1], 100, 7, progress=False)
+    assert np.array_equal(a["pct_runs"], b["pct_runs"][::-1, ::-1])

@@ -11,7 +11,7 @@ def test_mean_ci_matches_the_textbook_formula():
     ci = X.mean_ci(x, level=0.95)
     se = x.std(ddof=1) / np.sqrt(20)
     assert ci.mean == pytest.approx(9.5) and ci.se == pytest.approx(se)
-    assert ci.half_width == pytest.approx(stats.norm.ppf(0.975) * se)
+    assert ci.half_width == pytest.approx(stats.t.ppf(0.975, 19) * se)
     assert ci.low < 9.5 < ci.high and ci.clusters == 20
 
 
@@ -31,13 +31,13 @@ def test_cluster_robust_se_by_hand():
     assert X.mean_ci(x[perm], clusters=g[perm]).se == pytest.approx(hand)
 
 
-def test_compare_is_welch_with_normal_quantiles():
+def test_compare_is_welch_with_t_quantiles():
     rng = np.random.default_rng(5)
     a, b = rng.normal(0.0, 1.0, 400), rng.normal(0.3, 2.0, 300)
     c = X.compare(a, b, level=0.99)
     se = np.sqrt(a.var(ddof=1) / 400 + b.var(ddof=1) / 300)
     z = (a.mean() - b.mean()) / se
-    assert c.z == pytest.approx(z) and c.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert c.z == pytest.approx(z) and c.p_value == pytest.approx(2 * stats.t.sf(abs(z), 299))
     assert c.verdict == ("b ahead" if c.p_value < 0.01 else "indistinguishable")
     same = X.compare(a, a + 1e-3 * rng.normal(size=400), paired=True)
     assert same.verdict == "indistinguishable"
@@ -57,3 +57,21 @@ def test_bad_input():
         X.compare(np.arange(20.0), np.arange(30.0), paired=True)
     with pytest.raises(ValueError, match="x"):
         X.mean_ci([np.nan] * 20)
+
+
+def test_paired_and_clustered_comparisons():
+    """Runs that share an instance: the paired, clustered test sees a shift that the unpaired
+    one cannot, and its standard error is the CR1 error of the differences."""
+    rng = np.random.default_rng(6)
+    inst = np.repeat(rng.normal(0, 5, 40), 10)              # 40 instances, 10 runs each
+    g = np.repeat(np.arange(40), 10)
+    a = inst + rng.normal(0, 0.1, 400)
+    b = inst - 0.05 + rng.normal(0, 0.1, 400)
+    unpaired = X.compare(a, b, clusters_a=g, clusters_b=g)
+    paired = X.compare(a, b, clusters_a=g, paired=True)
+    assert unpaired.verdict == "indistinguishable" and paired.verdict == "a ahead"
+    assert paired.se == pytest.approx(X.mean_ci(a - b, clusters=g).se)
+    with pytest.raises(ValueError, match="clusters_b"):
+        X.compare(a, b, clusters_b=g[:10])
+    with pytest.raises(ValueError, match="NaN"):
+        X.mean_ci(a, clusters=np.where(g == 3, np.nan, g.astype(float)))
