@@ -508,6 +508,8 @@ def deviation_gains(cost: float, attack_cost: float, damage: float, p_min: float
     """
     c, a, d = _nonneg("cost", cost), _nonneg("attack_cost", attack_cost), _prob("damage", damage)
     pm, px = _prob("p_min", p_min), _prob("p_max", p_max)
+    if pm > px:
+        raise ValueError(f"p_min must be at most p_max, got {pm:g} > {px:g}")
     al, be = _prob("alpha", alpha), _prob("beta", beta)
     e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
     dl = _delta(delta)
@@ -525,16 +527,23 @@ def sustainable_all_actions(costs: Any, attack_costs: Any, damage: float, p_min:
     d = _prob("damage", damage)
     e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
     dl = _delta(delta)
-    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (p_min, p_max, alpha, beta)))
-    for name, arr in zip(("p_min", "p_max", "alpha", "beta"), arrays):
+    tol = real("tol", tol, low=0.0)
+    arrays = []
+    for name, x in zip(("p_min", "p_max", "alpha", "beta"), (p_min, p_max, alpha, beta)):
+        if isinstance(x, (str, bytes)):
+            raise TypeError(f"{name} must be a number or an array of numbers, got a string")
+        arr = np.asarray(x, dtype=float)
         if not np.all((arr >= 0) & (arr <= 1)):
             raise ValueError(f"{name} must lie in [0, 1]")
+        arrays.append(arr)
+    arrays = np.broadcast_arrays(*arrays)
     shape = arrays[0].shape
     flat = [x.ravel() for x in arrays]
-    ok = np.ones(flat[0].size, dtype=bool)
+    ok = flat[0] <= flat[1]                              # a protocol has p_min <= p_max
     for c, a in zip(c_ij, a_ij):
         V, Q = _compliance_values(c, a, d, *flat, e1, e2, dl)
-        ok &= np.all(Q <= V[None] + tol, axis=(0, 1)) & (V[0] >= -tol)
+        slack = tol * np.maximum(1.0, np.abs(V))         # relative to the values' scale
+        ok &= np.all(Q <= V[None] + slack[None], axis=(0, 1)) & (V[0] >= -slack[0])
     return ok.reshape(shape)
 
 
@@ -572,6 +581,9 @@ def participation(costs: Any, p_min: float, p_max: float, alpha: float, beta: fl
                   eps1: float, eps2: float, delta: float, tol: float = 1e-12) -> bool:
     """Whether both workers take part: ``U(0) >= 0`` for each (Eq. 9), up to ``tol``."""
     c_ij = _pair("costs", costs)
+    tol = real("tol", tol, low=0.0)
+    if _prob("p_min", p_min) > _prob("p_max", p_max):
+        raise ValueError(f"p_min must be at most p_max, got {p_min:g} > {p_max:g}")
     return bool(min(long_term_utilities(c, p_min, p_max, alpha, beta, eps1, eps2, delta)[0]
                     for c in c_ij) >= -tol)
 
@@ -596,6 +608,8 @@ def equilibrium_census(n: int, rng: Any, equal: bool = True, variant: str = "L",
     of attacks at the equilibria.
     """
     n = integer("n", n, low=1)
+    if not isinstance(equal, (bool, np.bool_)):
+        raise TypeError(f"equal must be True or False, got {type(equal).__name__}")
     if domain not in ("full", "dilemma"):
         raise ValueError(f"domain must be 'full' or 'dilemma', got {domain!r}")
     from ._validation import generator
@@ -623,8 +637,11 @@ def design_case(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2:
                 delta: float) -> str:
     """Which of Algorithm 1's cases applies (our reconstruction): ``"1-2"`` when (S) bounds
     ``beta`` from below (``K > 2 d eps_bar``), ``"3-4"`` when from above, ``"degenerate"`` when
-    ``beta`` drops out of (S)."""
+    ``beta`` drops out of (S), ``"hopeless"`` when no protocol with ``P_min = 0`` can work
+    (compliance is never recorded, or an attack improves the record)."""
     c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    if _hopeless(c, a, qN, K):
+        return "hopeless"
     A_S = dl * c * (K - 2 * d * eb)
     return "1-2" if A_S > 0 else ("3-4" if A_S < 0 else "degenerate")
 

@@ -238,3 +238,25 @@ def test_census_and_shared_predicates():
     p = Rt.design_protocol_exact(*args)
     assert Rt.feasible_protocol(args[0], args[1], args[2], p.p_min, p.p_max, p.alpha, p.beta, *args[3:])
     assert not Rt.participation(args[0], 0.0, 0.01, p.alpha, p.beta, *args[3:])
+
+
+def test_design_case_and_region():
+    args = ((0.10, 0.12), (0.02, 0.03), 0.40, 0.10, 0.15, 0.90)     # S3: a dilemma, Case 1-2
+    assert Rt.design_case(*args) == "1-2"
+    no_dilemma = ((0.1, 0.1), (0.1, 0.1), 0.4, 0.1, 0.4, 0.9)        # K < 2 d eps_bar, a >= 2 c d
+    assert Rt.design_case(*no_dilemma) == "3-4" and Rt.design_protocol_exact(*no_dilemma).feasible
+    assert Rt.design_case((0.1, 0.1), (0.01, 0.01), 0.4, 1.0, 0.1, 0.9) == "hopeless"
+    al, be = np.meshgrid(np.linspace(0.05, 1, 20), np.linspace(0, 1, 21), indexing="ij")
+    reg = Rt.design_region(*args, al, be)
+    p = Rt.design_protocol_exact(*args)
+    assert reg.any() and Rt.design_region(*args, p.alpha, min(p.beta, 1.0))
+    with pytest.raises(ValueError, match="alpha"):
+        Rt.design_region(*args, 0.0, 0.5)
+    with pytest.raises(ValueError, match="p_min"):
+        Rt.deviation_gains(0.1, 0.02, 0.4, 0.6, 0.5, 0.3, 0.5, 0.1, 0.1, 0.9)
+    with pytest.raises(ValueError, match="tol"):
+        Rt.sustainable_all_actions(*args[:3], 0.0, 0.5, 0.3, 0.5, *args[3:], tol=float("nan"))
+    with pytest.raises(TypeError, match="p_min"):
+        Rt.sustainable_all_actions(*args[:3], "0", 0.5, 0.3, 0.5, *args[3:])
+    with pytest.raises(TypeError, match="equal"):
+        Rt.equilibrium_census(10, 1, equal="no")
