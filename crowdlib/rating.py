@@ -548,32 +548,55 @@ def sustainable_all_actions(costs: Any, attack_costs: Any, damage: float, p_min:
 
 
 def design_protocol_all_actions(costs: Any, attack_costs: Any, damage: float, eps1: float,
-                                eps2: float, delta: float,
-                                grid: tuple[int, int, int, int] = (40, 41, 21, 201)) -> Protocol:
+                                eps2: float, delta: float, grid: int = 40) -> Protocol:
     """The requester's best protocol that is sustainable against all four actions (ours).
 
-    Searches ``alpha`` in ``{1/m, ..., 1}``, ``beta``, ``P_min`` and ``P_max`` on uniform grids of
-    [0, 1] (sizes from ``grid``), keeps the protocols accepted by
-    :func:`sustainable_all_actions` with ``P_min <= P_max``, and returns the one with the largest
-    requester utility (Eq. 20). Vectorised over the whole grid (about 7 million protocols by
-    default).
+    For fixed ``(alpha, beta)`` everything is linear in the prices: the payoffs of every action,
+    the compliance values ``V = (I - delta T_CN)^-1 u_CN`` and the value of every one-shot
+    deviation. So the one-shot deviation conditions (no action beats complying, for both workers
+    at both ratings), participation (``U(0) >= 0``), ``0 <= P_min <= P_max <= 1`` and the
+    requester's utility (Eq. 20) form one linear program in ``(P_min, P_max)``, solved exactly
+    (HiGHS) for each ``alpha`` in ``{1/m, ..., 1}`` and ``beta`` in ``{0, 1/m, ..., 1}``.
     """
-    if not (isinstance(grid, tuple) and len(grid) == 4):
-        raise TypeError("grid must be a tuple of four sizes (alpha, beta, p_min, p_max)")
-    m = [integer(f"grid[{k}]", g, low=2) for k, g in enumerate(grid)]
-    qN, eb, _ = _errors(eps1, eps2)
-    al = np.arange(1, m[0] + 1) / m[0]
-    A, Bt, Pn, Px = np.meshgrid(al, np.linspace(0, 1, m[1]), np.linspace(0, 1, m[2]),
-                                np.linspace(0, 1, m[3]), indexing="ij")
-    ok = sustainable_all_actions(costs, attack_costs, damage, Pn, Px, A, Bt, eps1, eps2, delta)
-    ok &= Pn <= Px
-    s = A * qN + Bt * eb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        U = np.where(ok & (s > 0), qN - (Bt * eb * Pn + A * qN * Px) / s, -np.inf)
-    k = np.unravel_index(int(np.argmax(U)), U.shape)
-    if not np.isfinite(U[k]):
-        return Protocol.infeasible()
-    return Protocol(True, float(A[k]), float(Bt[k]), float(Pn[k]), float(Px[k]), float(U[k]))
+    c_ij, a_ij = _pair("costs", costs), _pair("attack_costs", attack_costs)
+    d = _prob("damage", damage)
+    e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
+    dl = _delta(delta)
+    m = integer("grid", grid, low=2)
+    qN, eb, _ = _errors(e1, e2)
+    q = np.array([(1 - e1) * (1 - e2), (1 - e1) / 2, e1 * (1 - e2), e1 * e2])
+    slope = np.array([0.5, (1 + d) / 2, 0.0, d])          # d u(action, theta) / d P_theta
+    best = Protocol.infeasible()
+    for al in np.arange(1, m + 1) / m:
+        for be in np.arange(0, m + 1) / m:
+            s = al * qN + be * eb
+            if s <= 0:
+                continue
+            T = _kernel(al, be, q)                          # (4 actions, 2, 2)
+            Minv = np.linalg.inv(np.eye(2) - dl * T[0])
+            rows, rhs = [], []
+            for c, a in zip(c_ij, a_ij):
+                const = np.array([-c, -c - a / 2, 0.0, -a])   # u = slope * P_theta + const
+                L = Minv * 0.5                                 # V = L P + v0
+                v0 = Minv @ np.full(2, -c)
+                for act in (1, 2, 3):
+                    for th in (0, 1):
+                        e_th = np.eye(2)[th]
+                        # Q(act, th) - V(th) <= 0, linear in P = (P_min, P_max)
+                        coef = slope[act] * e_th + dl * T[act, th] @ L - L[th]
+                        rows.append(coef)
+                        rhs.append(-(const[act] + dl * T[act, th] @ v0 - v0[th]))
+                rows.append(-L[0])                             # participation: V(0) >= 0
+                rhs.append(v0[0])
+            rows.append([1.0, -1.0])                           # P_min <= P_max
+            rhs.append(0.0)
+            res = optimize.linprog([be * eb / s, al * qN / s], A_ub=np.array(rows), b_ub=np.array(rhs),
+                                   bounds=[(0, 1), (0, 1)], method="highs")
+            if res.status == 0:
+                U = qN - res.fun
+                if not best.feasible or U > best.requester_utility + 1e-12:
+                    best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
+    return best
 
 
 # ------------------------------------------------------------------ shared predicates

@@ -214,14 +214,14 @@ def test_all_action_design_is_sustainable_and_shirking_breaks_algorithm_1():
     _, best = Rt.best_responses(0.12, 0.03, 0.40, alg.p_min, alg.p_max, alg.alpha, alg.beta,
                                 0.10, 0.15, 0.90, actions=Rt.ACTIONS)
     assert best == ["SN", "CA"]                    # shirk at rating 0, attack at rating 1
-    full = Rt.design_protocol_all_actions(*args, grid=(20, 21, 11, 101))
+    full = Rt.design_protocol_all_actions(*args, grid=20)
     assert full.feasible
     for c, a in ((0.10, 0.02), (0.12, 0.03)):
         _, best = Rt.best_responses(c, a, 0.40, full.p_min, full.p_max, full.alpha, full.beta,
                                     0.10, 0.15, 0.90, actions=Rt.ACTIONS)
         assert best == ["CN", "CN"]
     with pytest.raises(TypeError, match="grid"):
-        Rt.design_protocol_all_actions(*args, grid=10)
+        Rt.design_protocol_all_actions(*args, grid=(10, 10))
     with pytest.raises(ValueError, match="alpha"):
         Rt.sustainable_all_actions(*args[:3], 0.0, 0.5, 1.5, 0.5, *args[3:])
 
