@@ -27,7 +27,7 @@ How the open points are resolved (A.1, A.2 and the chapter's open points):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -440,6 +440,32 @@ def design_protocol_brute(costs: Any, attack_costs: Any, damage: float, eps1: fl
     return best
 
 
+def _best_price_lp(m: int, qN: float, eb: float,
+                   constraints: Callable[[float, float, float], tuple[list, list]],
+                   margin: float = 0.0) -> Protocol:
+    """The requester's best protocol over ``alpha`` in ``{1/m, ..., 1}`` and ``beta`` in
+    ``{0, 1/m, ..., 1}``: for each pair, ``constraints(alpha, beta, s)`` gives the linear
+    constraints ``rows @ (P_min, P_max) <= rhs`` and one LP minimises the expected price of Eq. (20);
+    ``P_min <= P_max`` and ``0 <= P <= 1`` are added here. A later pair replaces the incumbent only
+    if it is better by more than ``margin``."""
+    best = Protocol.infeasible()
+    for al in np.arange(1, m + 1) / m:
+        for be in np.arange(0, m + 1) / m:
+            s = al * qN + be * eb
+            if s <= 0:
+                continue
+            rows, rhs = constraints(al, be, s)
+            rows, rhs = [*rows, [1.0, -1.0]], [*rhs, 0.0]              # P_min <= P_max
+            res = optimize.linprog([be * eb / s, al * qN / s], A_ub=np.array(rows, dtype=float),
+                                   b_ub=np.array(rhs, dtype=float), bounds=[(0, 1), (0, 1)],
+                                   method="highs")
+            if res.status == 0:
+                U = qN - res.fun
+                if not best.feasible or U > best.requester_utility + margin:
+                    best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
+    return best
+
+
 def best_protocol_free_pmin(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
                             delta: float, grid: int = 50) -> Protocol:
     """The design problem *without* fixing ``P_min = 0`` (A.7, the Theorem 1 erratum).
@@ -453,27 +479,17 @@ def best_protocol_free_pmin(costs: Any, attack_costs: Any, damage: float, eps1: 
     dl = _delta(delta)
     qN, eb, K = _errors(eps1, eps2)
     m = integer("grid", grid, low=1)
-    best = Protocol.infeasible()
-    for al in np.arange(1, m + 1) / m:
-        for be in np.arange(0, m + 1) / m:
-            s = al * qN + be * eb
-            if s <= 0:
-                continue
-            lam = 1 - dl + dl * s
-            g = 1 / (2 * lam)  # gap per unit of (P_max - P_min)
-            rows, rhs = [], []
-            for c, a in zip(c_ij, a_ij):
-                rows.append([d + dl * al * K * g, -dl * al * K * g]); rhs.append(a)   # (16)
-                rows.append([dl * be * K * g, d - dl * be * K * g]); rhs.append(a)    # (17)
-                rows.append([-(0.5 - dl * al * qN * g), -dl * al * qN * g]); rhs.append(-c)  # U(0) >= 0
-            rows.append([1.0, -1.0]); rhs.append(0.0)                                    # P_min <= P_max
-            eta0, eta1 = be * eb / s, al * qN / s
-            res = optimize.linprog([eta0, eta1], A_ub=rows, b_ub=rhs, bounds=[(0, 1), (0, 1)], method="highs")
-            if res.status == 0:
-                U = qN - res.fun
-                if not best.feasible or U > best.requester_utility:
-                    best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
-    return best
+
+    def constraints(al: float, be: float, s: float) -> tuple[list, list]:
+        g = 1 / (2 * (1 - dl + dl * s))  # gap per unit of (P_max - P_min)
+        rows, rhs = [], []
+        for c, a in zip(c_ij, a_ij):
+            rows.append([d + dl * al * K * g, -dl * al * K * g]); rhs.append(a)   # (16)
+            rows.append([dl * be * K * g, d - dl * be * K * g]); rhs.append(a)    # (17)
+            rows.append([-(0.5 - dl * al * qN * g), -dl * al * qN * g]); rhs.append(-c)  # U(0) >= 0
+        return rows, rhs
+
+    return _best_price_lp(m, qN, eb, constraints)
 
 
 # ------------------------------------------------------------------ the full game (four actions)
@@ -566,37 +582,25 @@ def design_protocol_all_actions(costs: Any, attack_costs: Any, damage: float, ep
     qN, eb, _ = _errors(e1, e2)
     q = np.array([(1 - e1) * (1 - e2), (1 - e1) / 2, e1 * (1 - e2), e1 * e2])
     slope = np.array([0.5, (1 + d) / 2, 0.0, d])          # d u(action, theta) / d P_theta
-    best = Protocol.infeasible()
-    for al in np.arange(1, m + 1) / m:
-        for be in np.arange(0, m + 1) / m:
-            s = al * qN + be * eb
-            if s <= 0:
-                continue
-            T = _kernel(al, be, q)                          # (4 actions, 2, 2)
-            Minv = np.linalg.inv(np.eye(2) - dl * T[0])
-            rows, rhs = [], []
-            for c, a in zip(c_ij, a_ij):
-                const = np.array([-c, -c - a / 2, 0.0, -a])   # u = slope * P_theta + const
-                L = Minv * 0.5                                 # V = L P + v0
-                v0 = Minv @ np.full(2, -c)
-                for act in (1, 2, 3):
-                    for th in (0, 1):
-                        e_th = np.eye(2)[th]
-                        # Q(act, th) - V(th) <= 0, linear in P = (P_min, P_max)
-                        coef = slope[act] * e_th + dl * T[act, th] @ L - L[th]
-                        rows.append(coef)
-                        rhs.append(-(const[act] + dl * T[act, th] @ v0 - v0[th]))
-                rows.append(-L[0])                             # participation: V(0) >= 0
-                rhs.append(v0[0])
-            rows.append([1.0, -1.0])                           # P_min <= P_max
-            rhs.append(0.0)
-            res = optimize.linprog([be * eb / s, al * qN / s], A_ub=np.array(rows), b_ub=np.array(rhs),
-                                   bounds=[(0, 1), (0, 1)], method="highs")
-            if res.status == 0:
-                U = qN - res.fun
-                if not best.feasible or U > best.requester_utility + 1e-12:
-                    best = Protocol(True, float(al), float(be), float(res.x[0]), float(res.x[1]), float(U))
-    return best
+
+    def constraints(al: float, be: float, s: float) -> tuple[list, list]:
+        T = _kernel(al, be, q)                          # (4 actions, 2, 2)
+        Minv = np.linalg.inv(np.eye(2) - dl * T[0])
+        rows, rhs = [], []
+        for c, a in zip(c_ij, a_ij):
+            const = np.array([-c, -c - a / 2, 0.0, -a])   # u = slope * P_theta + const
+            L = Minv * 0.5                                 # V = L P + v0
+            v0 = Minv @ np.full(2, -c)
+            for act in (1, 2, 3):
+                for th in (0, 1):
+                    # Q(act, th) - V(th) <= 0, linear in P = (P_min, P_max)
+                    rows.append(slope[act] * np.eye(2)[th] + dl * T[act, th] @ L - L[th])
+                    rhs.append(-(const[act] + dl * T[act, th] @ v0 - v0[th]))
+            rows.append(-L[0])                             # participation: V(0) >= 0
+            rhs.append(v0[0])
+        return rows, rhs
+
+    return _best_price_lp(m, qN, eb, constraints, margin=1e-12)
 
 
 # ------------------------------------------------------------------ shared predicates
