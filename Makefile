@@ -3,6 +3,9 @@
 #                              unit/property tests and the browser check of every page
 #   make book                  the same execution and build, without the tests
 #   make chapter NAME=contests rerun one chapter, store its .ipynb and ledger, write its figures
+#   make experiment NAME=mine  run experiments/mine.md, store its .ipynb, write its figures
+#                              under figures/experiments/mine/
+#   make clean-cache           forget every cached sweep result (.crowdlib-cache)
 #   (figures alone, without Jupyter: .venv/bin/python -m crowdlib figures --out DIR)
 #
 # How execution works: `python -m crowdlib execute` runs each chapter's MyST source once per
@@ -21,7 +24,7 @@ JOBS   ?= 2
 # one cache of expensive results for the book, the tests and single-chapter runs
 export CROWDLIB_CACHE := $(CURDIR)/.crowdlib-cache
 
-.PHONY: book test chapter force sync venv clean check-venv
+.PHONY: book test chapter experiment force sync venv clean clean-cache check-venv
 
 venv: $(STAMP)
 
@@ -59,9 +62,21 @@ chapter: check-venv
 	    --store --force --jobs 1
 	@echo "Figures written to figures/$(NAME)/"
 
+# Execute one experiment (experiments/$(NAME).md), store its .ipynb pair with outputs and figures,
+# and save its figures under figures/experiments/$(NAME)/. `make test` runs every experiment too.
+EXPERIMENTS = $(basename $(notdir $(wildcard experiments/*.md)))
+experiment: check-venv
+	$(if $(NAME),,$(error make experiment needs NAME=<file stem in experiments/>; they are: $(EXPERIMENTS)))
+	CROWDLIB_FIGURES=$(CURDIR)/figures/experiments/$(NAME) $(BIN)/python -m crowdlib execute \
+	    --experiment $(NAME) --store --force --jobs 1
+	@echo "Figures written to figures/experiments/$(NAME)/"
+
+clean-cache:
+	rm -rf .crowdlib-cache
+
 # Re-pair after editing a chapter's .md or .ipynb by hand (jupytext keeps the newer side).
 sync: $(STAMP)
-	$(BIN)/jupytext --sync chapters/*.md
+	$(BIN)/jupytext --sync chapters/*.md $(wildcard experiments/*.md)
 
 clean:
 	rm -rf _build .crowdlib-cache figures

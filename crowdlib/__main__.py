@@ -1,8 +1,9 @@
 """Command-line entry.
 
 * ``python -m crowdlib ledger [--json] [--chapter NAME]``: the reproduction ledger.
-* ``python -m crowdlib execute [--chapter NAME ...] [--store] [--force] [--jobs N]``: execute
-  the chapters that changed since their last execution (see :func:`crowdlib.book.execute_chapter`).
+* ``python -m crowdlib execute [--chapter NAME ...] [--experiment NAME ...] [--store] [--force]
+  [--jobs N]``: execute the chapters and experiments that changed since their last execution
+  (see :func:`crowdlib.book.execute_chapter`).
 * ``python -m crowdlib figures [--chapter NAME ...] [--out DIR] [--format png|svg]``: redraw every
   figure without Jupyter, with an index (file, chapter, section, caption).
 """
@@ -50,16 +51,20 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chosen_chapters(requested: list[str] | None) -> list[str] | None:
-    """The chapters asked for (all by default), or None after naming the unknown ones."""
+def _chosen_chapters(requested: list[str] | None, experiments: list[str] | None = None) -> list[str] | None:
+    """The pages asked for (every chapter and experiment by default), or None after naming the
+    unknown ones. An experiment is named by its file stem (``--experiment NAME``) or as
+    ``experiments/NAME``."""
     from . import book
 
-    names = book.chapter_names()
-    chosen = requested or names
+    names = book.page_names()
+    asked = list(requested or []) + [e if e.startswith("experiments/") else f"experiments/{e}"
+                                     for e in (experiments or [])]
+    chosen = asked or names
     unknown = [c for c in chosen if c not in names]
     if unknown:
-        print(f"unknown chapter {', '.join(unknown)}; the chapters are: {', '.join(names)}",
-              file=sys.stderr)
+        print(f"unknown chapter {', '.join(unknown)}; the chapters and experiments are: "
+              f"{', '.join(names)}", file=sys.stderr)
         return None
     return chosen
 
@@ -71,7 +76,7 @@ def _execute(args: argparse.Namespace) -> int:
 
     from . import book
 
-    chosen = _chosen_chapters(args.chapter)
+    chosen = _chosen_chapters(args.chapter, args.experiment)
     if chosen is None:
         return 2
     failures = []
@@ -103,7 +108,7 @@ def _figures(args: argparse.Namespace) -> int:
 
     from . import book
 
-    chosen = _chosen_chapters(args.chapter)
+    chosen = _chosen_chapters(args.chapter, args.experiment)
     if chosen is None:
         return 2
     out = Path(args.out).resolve()
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=_ledger)
     e = sub.add_parser("execute", help="execute the chapters whose sources or dependencies changed")
     e.add_argument("--chapter", action="append", help="only this chapter (repeatable)")
+    e.add_argument("--experiment", action="append",
+                   help="only this experiment, experiments/NAME.md (repeatable)")
     e.add_argument("--store", action="store_true",
                    help="write the executed notebook and the ledger as the stored ones")
     e.add_argument("--force", action="store_true", help="execute even if nothing changed")
@@ -155,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(run=_execute)
     f = sub.add_parser("figures", help="redraw every figure of the book without Jupyter")
     f.add_argument("--chapter", action="append", help="only this chapter (repeatable)")
+    f.add_argument("--experiment", action="append",
+                   help="only this experiment, experiments/NAME.md (repeatable)")
     f.add_argument("--out", default="figures", help="the folder to write to (default: figures)")
     f.add_argument("--format", choices=("png", "svg"), default="png")
     f.add_argument("--jobs", type=int, default=2, help="chapters drawn at once (default 2)")

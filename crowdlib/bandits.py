@@ -58,6 +58,7 @@ __all__ = [
     "SteppedFKUBE",
     "SOAAv",
     "POLICIES",
+    "CHUNK",
     "simulate",
     "simulate_loop",
     "instance_family",
@@ -148,8 +149,24 @@ class ISPInstance:
         return R * q * (1 - q) * (R + self.dispersion) / (1 + self.dispersion)
 
     def draw(self, users: IntArray, rng: np.random.Generator, draws: str = "auto") -> FloatArray:
-        """Total tasks of ``users[r, i]`` fresh users on arm ``i`` in run ``r``."""
-        users = np.asarray(users, dtype=np.int64)
+        """Total tasks of ``users[r, i]`` fresh users on arm ``i`` in run ``r``.
+
+        ``users`` is an array of non-negative integers of shape ``(runs, arms)``; ``rng`` a
+        Generator; ``draws`` ``"auto"`` or ``"exact"`` (see the module docstring).
+        """
+        if draws not in ("auto", "exact"):
+            raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        raw = np.asarray(users)
+        if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.all(np.isfinite(raw))
+                                               and np.all(raw == np.round(raw))):
+            raise TypeError(f"users must hold integers, got dtype {raw.dtype}")
+        if raw.ndim != 2 or raw.shape[1] != self.arms:
+            raise ValueError(f"users must have shape (runs, {self.arms}), got {raw.shape}")
+        if np.any(raw < 0):
+            raise ValueError("users must be >= 0")
+        users = raw.astype(np.int64)
         out = np.zeros(users.shape)
         K = self.arms
         exact = users > 0 if draws == "exact" else (users > 0) & (users < EXACT_BELOW)
@@ -192,13 +209,16 @@ def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
     raise ValueError(f"name must be 'C', 'A' or 'B', got {name!r}")
 
 
-def random_instances(count: int, rng: np.random.Generator, arms: int = 5) -> list[ISPInstance]:
+def random_instances(count: int, rng: Any, arms: int = 5) -> list[ISPInstance]:
     """The book's random family: common ``g ~ U{5..20}``, ``mu ~ U(3, 9)``, ``rho ~ U(10, 20)``,
     ``c = round(g mu / rho, 0.1)`` (A.2)."""
     count = integer("count", count, low=1)
     arms = integer("arms", arms, low=2)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator")
+    from ._validation import generator
+
+    if rng is None:
+        raise TypeError("rng must be an int seed, a SeedSequence or a Generator (None would not reproduce)")
+    rng = generator("rng", rng)
     out = []
     for _ in range(count):
         g = int(rng.integers(5, 21))
@@ -418,6 +438,13 @@ class HAIS(Policy):
             first = np.ceil(self.m0 / g).astype(np.int64)
             if first @ c <= state.budget:
                 return np.broadcast_to(first, state.users.shape).copy()
+            import warnings
+
+            from ._validation import CrowdlibWarning
+
+            warnings.warn(f"{self.name}: the budget {state.budget:g} is below the cost of period 1's "
+                          f"exploration ({float(first @ c):g} for m0 = {self.m0} users per arm); HAIS "
+                          "falls back to a round robin over the arms", CrowdlibWarning, stacklevel=3)
             return round_robin(state.residual, np.ones(state.users.shape, dtype=bool), c)
         if state.period == 1 and state.left >= 3:
             target = hais_targets(state, self.m0, self.p)
@@ -588,13 +615,38 @@ def _resolve(policy: Any) -> Policy:
     raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
 
 
+#: runs per vectorised chunk of :func:`simulate`; a larger call is split into chunks seeded by
+#: children of one SeedSequence, so its result depends on the seed and ``runs`` only
+CHUNK = 50_000
+
+
+def _seed_sequence(seed: Any) -> np.random.SeedSequence:
+    """simulate's seeds: an int, a sequence of ints (>= 0), a SeedSequence or a Generator."""
+    if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
+        from .experiments import root_sequence
+
+        return root_sequence(seed)
+    parts = np.atleast_1d(np.asarray(seed, dtype=object))
+    if (parts.ndim != 1 or parts.size == 0 or not all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= 0 for x in parts)):
+        raise TypeError("seed must be an int >= 0, a sequence of them, a SeedSequence or a Generator, "
+                        f"got {seed!r}")
+    return np.random.SeedSequence([int(x) for x in parts] if np.ndim(seed) else int(seed))
+
+
 def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, runs: int,
-             seed: Any, *, draws: str = "auto") -> FloatArray:
+             seed: Any, *, draws: str = "auto", executor: Any = None) -> FloatArray:
     """Total tasks of ``runs`` independent runs of ``policy`` (vectorised over runs).
 
-    ``seed`` seeds :func:`numpy.random.default_rng` (an int or a sequence of ints):
-    the same seed gives the same array. A policy that tries to spend more than
-    what is left raises ``RuntimeError``: no run ever spends more than ``budget``.
+    ``seed`` is an int, a sequence of ints, a SeedSequence or a Generator (the book's one
+    convention): the same seed gives the same array. Up to :data:`CHUNK` runs use one stream,
+    ``default_rng(SeedSequence(seed))``; more are split into chunks of :data:`CHUNK` runs seeded
+    by the children of that SeedSequence, which run on ``executor`` (any
+    :class:`concurrent.futures.Executor`) if one is given: the result depends on the seed and
+    ``runs`` only, never on the executor or its number of workers. A policy that tries to spend
+    more than what is left raises ``RuntimeError``: no run ever spends more than ``budget``. A
+    budget that buys no contest at all warns (:class:`crowdlib.CrowdlibWarning`): every run
+    then collects 0 tasks.
     """
     if not isinstance(instance, ISPInstance):
         raise TypeError(f"instance must be an ISPInstance, got {type(instance).__name__}")
@@ -604,10 +656,39 @@ def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, ru
     n = integer("runs", runs, low=1)
     if draws not in ("auto", "exact"):
         raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
-    parts = np.atleast_1d(np.asarray(seed, dtype=object))
-    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0 for x in parts):
-        raise TypeError(f"seed must be a non-negative int or a sequence of them, got {seed!r}")
-    rng = np.random.default_rng(seed)
+    if executor is not None:
+        from concurrent.futures import Executor
+
+        if not isinstance(executor, Executor):
+            raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+    ss = _seed_sequence(seed)
+    if B < float(instance.costs.min()):
+        import warnings
+
+        from ._validation import CrowdlibWarning
+
+        warnings.warn(f"budget {B:g} is below every arm's cost (cheapest {instance.costs.min():g}): "
+                      "no contest can be bought and every run collects 0 tasks", CrowdlibWarning,
+                      stacklevel=2)
+    if n <= CHUNK:
+        return _simulate_chunk(instance, pol, B, T, n, ss, draws)
+    sizes = [min(CHUNK, n - k) for k in range(0, n, CHUNK)]
+    from .experiments import spawn
+
+    children = spawn(ss, len(sizes))      # the same children on every call (no spawn counter)
+    if executor is None:
+        parts = [_simulate_chunk(instance, pol, B, T, m, c, draws) for m, c in zip(sizes, children)]
+    else:
+        futures = [executor.submit(_simulate_chunk, instance, pol, B, T, m, c, draws)
+                   for m, c in zip(sizes, children)]
+        parts = [f.result() for f in futures]
+    return np.concatenate(parts)
+
+
+def _simulate_chunk(instance: ISPInstance, pol: Policy, B: float, T: int, n: int,
+                    seq: np.random.SeedSequence, draws: str) -> FloatArray:
+    """One vectorised block of :func:`simulate`'s runs, on the stream of ``seq``."""
+    rng = np.random.default_rng(seq)
     K = instance.arms
     state = State(instance, B, T, np.full(n, B), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)))
     total = np.zeros(n)
@@ -653,22 +734,40 @@ class Setting:
     ``instance`` of the reader's own.
     """
 
-    family: str
+    family: "str | ISPInstance"
     budget: float
     periods: int
     group_size: int | None = None
     runs_per_instance: int = 10
     instance: "ISPInstance | None" = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.family, ISPInstance):       # Setting(my_instance, budget, periods)
+            if self.instance is not None:
+                raise ValueError("give the instance once: as family or as instance=")
+            object.__setattr__(self, "instance", self.family)
+            object.__setattr__(self, "family", "custom")
+        if not isinstance(self.family, str) or self.family not in ("C", "A", "B", "random", "custom"):
+            raise ValueError("family must be 'C', 'A', 'B', 'random', 'custom' or an ISPInstance, got "
+                             f"{self.family!r}")
         if (self.family == "custom") != (self.instance is not None):
             raise ValueError("family 'custom' needs an instance, and only it takes one")
         if self.instance is not None and not isinstance(self.instance, ISPInstance):
             raise TypeError(f"instance must be an ISPInstance, got {type(self.instance).__name__}")
+        if self.family == "C" and self.group_size is None:
+            raise ValueError("family 'C' needs a group_size (an int >= 1)")
+        real("budget", self.budget, low=0.0, low_open=True)
+        integer("periods", self.periods, low=2)
+        integer("runs_per_instance", self.runs_per_instance, low=1)
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise TypeError(f"name must be a non-empty string or None, got {self.name!r}")
 
     @property
     def label(self) -> str:
-        fam = f"C({self.group_size})" if self.family == "C" else self.family
+        """``family budget/periods``; a custom setting is named by ``name`` if given (its label
+        also names its random streams, so two custom settings should have different names)."""
+        fam = f"C({self.group_size})" if self.family == "C" else (self.name or self.family)
         return f"{fam} {self.budget:g}/{self.periods}"
 
 
@@ -681,44 +780,92 @@ def percent_of_optimal(setting: Setting, policies: list[Any], runs: int, seed: i
     Optimal ``[seed, crc32(setting.label), 0, k]``, so results do not depend on the order of
     the policies or of the settings of a grid.
     """
+    if isinstance(setting, ISPInstance):
+        raise TypeError("setting must be a Setting; for an instance of your own use "
+                        "Setting(instance, budget, periods)")
+    if not isinstance(setting, Setting):
+        raise TypeError(f"setting must be a Setting, got {type(setting).__name__}")
     runs = integer("runs", runs, low=1)
+    if isinstance(policies, (str, Policy)) or not hasattr(policies, "__iter__"):
+        raise TypeError("policies must be a list of policies or policy names")
     pols = [_resolve(p) for p in policies]
+    names = [p.name for p in pols]
+    if len(set(names)) != len(names):
+        raise ValueError(f"policies must have distinct names (their names seed their streams), got {names}")
+    stream = _named_streams(seed)
     if setting.family == "random":
         per = setting.runs_per_instance
         count = -(-runs // per)
-        insts = random_instances(count, np.random.default_rng([seed, zlib.crc32(setting.label.encode()), 777]))
+        insts = random_instances(count, np.random.default_rng(stream(zlib.crc32(setting.label.encode()), 777)))
         chunks = [(inst, min(per, runs - k * per)) for k, inst in enumerate(insts)]
     elif setting.family == "custom":
         chunks = [(setting.instance, runs)]
     else:
         chunks = [(instance_family(setting.family, setting.group_size), runs)]
     tag = zlib.crc32(setting.label.encode())
-    opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, [seed, tag, 0, k])
+    opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, stream(tag, 0, k))
                           for k, (inst, m) in enumerate(chunks)])
     totals = np.array([np.concatenate([simulate(inst, pol, setting.budget, setting.periods, m,
-                                                [seed, tag, zlib.crc32(pol.name.encode()), k])
+                                                stream(tag, zlib.crc32(pol.name.encode()), k))
                                        for k, (inst, m) in enumerate(chunks)])
                        for pol in pols]).reshape(len(pols), runs)
     return {"optimal_total": opt, "totals": totals, "pct": 100.0 * totals / opt}
 
 
-def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: int,
-             progress: bool = True) -> dict[str, FloatArray]:
+def _named_streams(seed: Any):
+    """``stream(*names)``: the seed of a named stream of a sweep. An int seed gives the list
+    ``[seed, *names]`` (the book's streams); a SeedSequence or a Generator gives a SeedSequence
+    with the names appended to its spawn key."""
+    if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
+        from .experiments import root_sequence
+
+        root = root_sequence(seed)
+        return lambda *names: np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, *names))
+    s = integer("seed", seed, low=0)
+    return lambda *names: [s, *names]
+
+
+def _grid_cell(setting: Setting, rng: Any, *, policies: tuple, runs: int, seed: Any) -> dict:
+    """One setting of :func:`run_grid` (``rng`` unused: the streams are named)."""
+    return percent_of_optimal(setting, list(policies), runs, seed)
+
+
+def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: Any,
+             progress: bool = True, executor: Any = None) -> dict[str, FloatArray]:
     """Mean %Opt and mean total tasks with 99 % CI half-widths for every (setting, policy).
 
     Arrays of shape ``(len(settings), len(policies))``: ``pct``, ``pct_half``,
     ``total``, ``total_half``; plus ``optimal`` and ``optimal_half`` per setting.
-    The CI is the normal approximation ``mean +- z_0.995 s / sqrt(runs)`` (A.8), cluster-robust
-    (:func:`crowdlib.experiments.mean_ci`) for the random family, whose runs share instances.
+    Each setting is one point of :func:`crowdlib.experiments.map_points` (on ``executor`` if
+    given: the same result). The CI is :func:`crowdlib.experiments.mean_ci`'s Student-t
+    interval at 99 % (A.8), cluster-robust for the random family, whose runs share instances.
     For the book's significance rule the per-run values are returned too: ``pct_runs``
     ``(settings, policies, runs)`` and ``clusters`` ``(settings, runs)``, the instance each run
     used (its own index where every run has the same instance).
     """
-    runs = integer("runs", runs, low=2)
+    import functools
+
+    from .experiments import map_points
+
+    from .experiments import MIN_SAMPLES
+
+    runs = integer("runs", runs, low=MIN_SAMPLES)
+    if isinstance(settings, Setting) or not hasattr(settings, "__iter__"):
+        raise TypeError("settings must be a list of Setting")
+    settings = list(settings)
+    for st in settings:
+        if not isinstance(st, Setting):
+            raise TypeError(f"settings must hold Setting objects, got {type(st).__name__}")
+    pols = tuple(_resolve(p) for p in policies)
+    if isinstance(seed, np.random.Generator):   # drawn from once, so every setting sees one root
+        from .experiments import root_sequence
+
+        seed = root_sequence(seed)
     out = {}
-    cells = [percent_of_optimal(st, policies, runs, seed)   # streams named by setting and policy
-             for st in tqdm(settings, disable=not progress, desc="settings", file=sys.stderr,
-                            mininterval=2.0)]
+    # streams named by setting and policy, so the cells can run anywhere (executor) in any order
+    cell = functools.partial(_grid_cell, policies=pols, runs=runs, seed=seed)
+    _, cells = map_points(cell, [{"setting": st} for st in settings], seed=seed, executor=executor,
+                          progress=progress, desc="settings")
     from .experiments import mean_ci
 
     clusters = np.array([_clusters(st, runs) for st in settings])

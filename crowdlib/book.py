@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,31 +53,191 @@ def _library_fingerprint() -> bytes:
     return h.digest()
 
 
-def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) -> dict[str, np.ndarray]:
-    """Return ``compute(**params)``, computed once and stored as ``.npz``.
+class CachedResult(dict):
+    """The dict :func:`cached` returns, saying where it came from: ``from_cache`` (loaded, not
+    computed) and ``path`` (the ``.npz`` file)."""
 
-    The key is ``name`` plus a hash of the JSON of ``params`` (which must be
-    JSON-serialisable), of crowdlib's source and of ``$CROWDLIB_CACHE_SALT``, so editing
-    the library recomputes. ``python -m crowdlib execute`` sets the salt to a hash of the
-    chapter's code cells, so editing a chapter's code (a setting a compute function reads
-    from the chapter, say) recomputes that chapter's results too. Delete the cache
-    directory (``make force``) to force recomputation.
-    """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name must be an identifier-like string, got {name!r}")
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    from_cache: bool = False
+    path: Path | None = None
+
+
+def _fingerprint(obj: Any, seen: set[int] | None = None, depth: int = 0) -> Any:
+    """A stable, JSON-able description of a compute function: its code, constants, defaults,
+    closure and the globals it reads (functions recursively, values by content). Modules count by
+    name only, since crowdlib's own source is hashed separately."""
+    import types
+
+    seen = set() if seen is None else seen
+    if depth > 6:
+        return "<deep>"
+    if isinstance(obj, types.ModuleType):
+        return {"module": obj.__name__}
+    if isinstance(obj, functools.partial):
+        return {"partial": _fingerprint(obj.func, seen, depth + 1),
+                "args": [_fingerprint(a, seen, depth + 1) for a in obj.args],
+                "kw": {k: _fingerprint(v, seen, depth + 1) for k, v in sorted(obj.keywords.items())}}
+    if isinstance(obj, types.MethodType):
+        return {"method": _fingerprint(obj.__func__, seen, depth + 1),
+                "self": _fingerprint(obj.__self__, seen, depth + 1)}
+    if isinstance(obj, types.FunctionType):
+        if id(obj) in seen:
+            return {"function": obj.__qualname__}
+        seen.add(id(obj))
+        if obj.__module__ and obj.__module__.split(".")[0] == "crowdlib":
+            return {"function": f"{obj.__module__}.{obj.__qualname__}"}   # covered by the source hash
+        code = obj.__code__
+        names = _code_names(code)
+        glob = {n: _fingerprint(obj.__globals__[n], seen, depth + 1) for n in sorted(names)
+                if n in obj.__globals__}
+        cells = [_fingerprint(c.cell_contents, seen, depth + 1) if _cell_full(c) else "<empty>"
+                 for c in (obj.__closure__ or ())]
+        return {"code": _code_digest(code), "defaults": _fingerprint(obj.__defaults__, seen, depth + 1),
+                "kwdefaults": _fingerprint(obj.__kwdefaults__, seen, depth + 1),
+                "globals": glob, "closure": cells}
+    if isinstance(obj, type):
+        return {"class": f"{obj.__module__}.{obj.__qualname__}"}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            return [_fingerprint(v, seen, depth + 1) for v in obj.tolist()]
+        return {"array": obj.dtype.str, "shape": list(obj.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_fingerprint(v, seen, depth + 1) for v in obj]
+        return sorted(items, key=repr) if isinstance(obj, (set, frozenset)) else items
+    if isinstance(obj, Mapping):
+        return {str(k): _fingerprint(v, seen, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if callable(obj) and hasattr(obj, "__wrapped__"):
+        return _fingerprint(obj.__wrapped__, seen, depth + 1)
+    for attr in ("label", "name"):               # crowdlib's settings and policies name themselves
+        tag = getattr(obj, attr, None)
+        if isinstance(tag, str) and tag:
+            return {type(obj).__name__: tag}
+    text = repr(obj)
+    if " at 0x" in text:                            # an address is not content: the type only
+        return {"object": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    return {"repr": text}
+
+
+def _cell_full(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _code_names(code: Any) -> set[str]:
+    import types
+
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _code_digest(code: Any) -> str:
+    """The bytecode, constants and names of a code object (nested code objects included)."""
+    import types
+
+    h = hashlib.sha256(code.co_code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            h.update(_code_digest(const).encode())
+        elif isinstance(const, frozenset):          # its repr's order varies with the hash seed
+            h.update(repr(sorted(map(repr, const))).encode())
+        else:
+            h.update(repr(const).encode())
+    h.update(repr(code.co_names).encode())
+    h.update(repr(code.co_varnames).encode())
+    return h.hexdigest()
+
+
+def _json_param(value: Any) -> Any:
+    """``json.dumps`` default for cache parameters: arrays by dtype, shape and content."""
+    if isinstance(value, np.ndarray):
+        return {"array": value.dtype.str, "shape": list(value.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"cache parameters must be JSON values or numpy arrays, got {type(value).__name__}")
+
+
+def cache_key(name: str, compute: Callable[..., Any], **params: Any) -> str:
+    """The key :func:`cached` files a result under (see there)."""
+    try:
+        text = json.dumps(params, sort_keys=True, default=_json_param)
+    except TypeError as err:
+        raise TypeError(f"params: {err}") from None
+    digest = hashlib.sha256(text.encode())
+    digest.update(json.dumps(_fingerprint(compute), sort_keys=True, default=repr).encode())
     digest.update(_library_fingerprint())  # a change to crowdlib invalidates every entry
     digest.update(os.environ.get("CROWDLIB_CACHE_SALT", "").encode())
-    key = digest.hexdigest()[:16]
+    return digest.hexdigest()[:16]
+
+
+def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) -> CachedResult:
+    """Return ``compute(**params)``, computed once and stored as ``.npz``.
+
+    The key is ``name`` plus a hash of
+    * the parameters (JSON values, or numpy arrays, hashed by content);
+    * the compute function itself: its code, defaults, closure, and the globals it reads
+      (functions recursively, values by content), so a lambda that reads a chapter's global
+      recomputes when that global changes;
+    * crowdlib's source, and ``$CROWDLIB_CACHE_SALT`` (``python -m crowdlib execute`` sets it to
+      a hash of the page's code cells).
+
+    ``compute`` must return a mapping of names to arrays (or scalars) that ``.npz`` can load back
+    without pickling: an object array (ragged or nested data) is refused with a ``TypeError``
+    before anything is written. The returned dict says where it came from (``from_cache``,
+    ``path``), and the ``crowdlib.cache`` logger logs each load at INFO level. ``make
+    clean-cache`` (or deleting the folder) forces recomputation. Since the values a compute
+    function reads are part of the key, a function that mutates what it reads (a call counter
+    in its closure, say) recomputes on every call.
+    """
+    import logging
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string, got {name!r}")
+    if not callable(compute):
+        raise TypeError(f"compute must be callable, got {type(compute).__name__}")
+    key = cache_key(name, compute, **params)
     path = _cache_dir() / f"{name}-{key}.npz"
+    log = logging.getLogger("crowdlib.cache")
     if path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    result = {k: np.asarray(v) for k, v in compute(**params).items()}
+        with np.load(path, allow_pickle=False) as data:
+            out = CachedResult({k: data[k] for k in data.files})
+        out.from_cache, out.path = True, path
+        log.info("loaded %s from the cache (%s)", name, path.name)
+        return out
+    raw = compute(**params)
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"compute must return a mapping of names to arrays, got {type(raw).__name__}")
+    result = CachedResult()
+    for k, v in raw.items():
+        if not isinstance(k, str) or not k or "/" in k:
+            raise TypeError(f"compute's result keys must be non-empty strings without '/', got {k!r}")
+        try:
+            arr = np.asarray(v)
+        except ValueError as err:   # ragged
+            raise TypeError(f"result {k!r} cannot be stored without pickling ({err}); return "
+                            "rectangular arrays") from None
+        if arr.dtype == object:
+            raise TypeError(f"result {k!r} is an object array (nested or ragged data), which .npz "
+                            "cannot load back without pickling; return numeric or string arrays")
+        result[k] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one temporary file per process
     np.savez(tmp, **result)
     tmp.replace(path)
+    result.from_cache, result.path = False, path
+    log.info("computed %s and stored it in the cache (%s)", name, path.name)
     return result
 
 
@@ -151,6 +312,29 @@ def chapter_names(root: Path | None = None) -> list[str]:
     return re.findall(r"file: chapters/(\w+)", (root / "_toc.yml").read_text())
 
 
+def experiment_names(root: Path | None = None) -> list[str]:
+    """The experiment pages, ``experiments/<stem>`` for every ``experiments/*.md``, sorted. The
+    book's "Experiments" part lists them by a glob, so a new file there needs no other edit."""
+    root = root or book_root()
+    return [f"experiments/{p.stem}" for p in sorted((root / "experiments").glob("*.md"))]
+
+
+def page_names(root: Path | None = None) -> list[str]:
+    """Every executed page: the chapters (by stem), then the experiments (``experiments/...``)."""
+    root = root or book_root()
+    return chapter_names(root) + experiment_names(root)
+
+
+def page_source(page: str, root: Path | None = None) -> Path:
+    """The MyST source of a page: ``chapters/<page>.md`` or ``<page>.md`` for an experiment."""
+    root = root or book_root()
+    return root / (f"{page}.md" if page.startswith("experiments/") else f"chapters/{page}.md")
+
+
+def _is_experiment(page: str) -> bool:
+    return page.startswith("experiments/")
+
+
 def execution_key(chapter: str, root: Path | None = None, ledger: bool = True) -> str:
     """Hash of everything a chapter's execution depends on: its source, crowdlib's source, the
     pinned requirements, the Python version and (``ledger``) the stored ledger it is verified
@@ -159,8 +343,8 @@ def execution_key(chapter: str, root: Path | None = None, ledger: bool = True) -
 
     root = root or book_root()
     h = hashlib.sha256(platform.python_version().encode())
-    parts = [root / "chapters" / f"{chapter}.md", root / "requirements.txt"]
-    parts += [root / "ledger" / f"{chapter}.json"] if ledger else []
+    parts = [page_source(chapter, root), root / "requirements.txt"]
+    parts += [root / "ledger" / f"{chapter}.json"] if ledger and not _is_experiment(chapter) else []
     parts += sorted((root / "crowdlib").glob("*.py"))
     for path in parts:
         h.update(path.name.encode())
@@ -286,6 +470,10 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
     """Execute ``chapters/<chapter>.md`` once per :func:`execution_key`; return the executed
     notebook's path and whether it ran (``False``: the cached execution was still valid).
 
+    ``chapter`` may also be an experiment page, ``experiments/<name>`` (:func:`page_names`). An
+    experiment has no ledger, and its first execution stores its ``.ipynb`` pair, so a notebook
+    just copied into ``experiments/`` needs no other step.
+
     The executed notebook goes to ``_build/executed/<chapter>.ipynb``. Without ``store`` its
     outputs must equal the stored ``chapters/<chapter>.ipynb`` (see :func:`compare_outputs`)
     and the chapter's ledger is verified against ``ledger/<chapter>.json``. With ``store`` the
@@ -298,12 +486,15 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
     from nbclient.exceptions import CellExecutionError
 
     root = root or book_root()
-    names = chapter_names(root)
+    names = page_names(root)
     if chapter not in names:
         raise ValueError(f"chapter must be one of {names}, got {chapter!r}")
     key = execution_key(chapter, root)
     out = root / "_build" / "executed" / f"{chapter}.ipynb"
-    stored_path = root / "chapters" / f"{chapter}.ipynb"
+    source = page_source(chapter, root)
+    stored_path = source.with_suffix(".ipynb")
+    if _is_experiment(chapter) and not stored_path.exists():
+        store = True            # a new experiment: its first execution creates the pair
     ran = False
     mode = "write" if store else "verify"
     try:
@@ -312,14 +503,14 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
         previous = None
     if force or previous != key:
         sources = execution_key(chapter, root, ledger=False)
-        nb = jupytext.read(root / "chapters" / f"{chapter}.md")
+        nb = jupytext.read(source)
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         env = {**os.environ, "CROWDLIB_LEDGER": mode,
                "CROWDLIB_CACHE_SALT": hashlib.sha256(code.encode()).hexdigest()[:16]}
         env.setdefault("CROWDLIB_CACHE", str(root / ".crowdlib-cache"))
         env.pop("MPLBACKEND", None)  # the inline backend, so figures are stored as PNG outputs
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(root / "chapters")}})
+                                resources={"metadata": {"path": str(source.parent)}})
         try:
             client.execute(env=env)
         except CellExecutionError as err:
@@ -337,13 +528,20 @@ def execute_chapter(chapter: str, *, store: bool = False, force: bool = False,
         _store(fresh, stored_path)
     else:
         if not stored_path.exists():
-            raise ChapterFailed(f"{stored_path.name} is missing: run `make chapter NAME={chapter}`")
+            raise ChapterFailed(f"{stored_path.name} is missing: run `{_make_command(chapter)}`")
         problems = compare_outputs(fresh, nbformat.read(stored_path, as_version=4))
         if problems:
             raise ChapterFailed(f"chapter {chapter!r}: the outputs differ from {stored_path.name} (run "
-                                f"`make chapter NAME={chapter}` if the change is intended):\n  "
+                                f"`{_make_command(chapter)}` if the change is intended):\n  "
                                 + "\n  ".join(problems))
     return out, ran
+
+
+def _make_command(page: str) -> str:
+    """The make command that re-executes and stores a page."""
+    if _is_experiment(page):
+        return f"make experiment NAME={page.split('/', 1)[1]}"
+    return f"make chapter NAME={page}"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -420,7 +618,7 @@ def figure_index(chapter: str, root: Path | None = None) -> list[dict[str, str]]
 
     root = root or book_root()
     section, rows = "", []
-    for cell in jupytext.read(root / "chapters" / f"{chapter}.md").cells:
+    for cell in jupytext.read(page_source(chapter, root)).cells:
         if cell.cell_type == "markdown":
             targets = re.findall(r"^\((\S+)\)=\s*$", cell.source, re.M)
             section = targets[-1] if targets else section
@@ -454,8 +652,8 @@ def redraw_chapter_figures(chapter: str, out: str | os.PathLike, fmt: str = "png
     import matplotlib
 
     root = root or book_root()
-    if chapter not in chapter_names(root):
-        raise ValueError(f"chapter must be one of {chapter_names(root)}, got {chapter!r}")
+    if chapter not in page_names(root):
+        raise ValueError(f"chapter must be one of {page_names(root)}, got {chapter!r}")
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
     out = Path(out).resolve()
@@ -467,10 +665,11 @@ def redraw_chapter_figures(chapter: str, out: str | os.PathLike, fmt: str = "png
     os.environ.update(CROWDLIB_FIGURES=str(out), CROWDLIB_FIGURE_FORMAT=fmt, CROWDLIB_LEDGER="off")
     os.environ.setdefault("CROWDLIB_CACHE", str(root / ".crowdlib-cache"))
     cwd = Path.cwd()
-    namespace: dict[str, Any] = {"__name__": f"crowdlib_figures_{chapter}"}
+    namespace: dict[str, Any] = {"__name__": f"crowdlib_figures_{chapter.replace('/', '_')}"}
     try:
-        os.chdir(root / "chapters")
-        for number, cell in enumerate(jupytext.read(root / "chapters" / f"{chapter}.md").cells):
+        source = page_source(chapter, root)
+        os.chdir(source.parent)
+        for number, cell in enumerate(jupytext.read(source).cells):
             if cell.cell_type != "code":
                 continue
             code = compile(cell.source, f"{chapter}.md, cell {number}", "exec")

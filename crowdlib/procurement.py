@@ -73,6 +73,8 @@ __all__ = [
     "mechanism1",
     "mechanism2",
     "mechanism2_naive",
+    "large_market_limit",
+    "LargeMarketLimit",
     "total_payment",
     "fractional_optimum",
     "fractional_optimum_allocation",
@@ -479,13 +481,19 @@ def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
 # ------------------------------------------------------------------ Mechanism 2
 @dataclass(frozen=True)
 class Mechanism2Result(_BuyerValue):
-    """Outcome of Mechanism 2(phi): fractions, payments, and each seller's rate r_i."""
+    """Outcome of Mechanism 2(phi): fractions, payments, and each seller's rate r_i.
+
+    ``path`` says how the rates were computed: ``"fast"`` (the O(n log n) method),
+    ``"uniform"`` (the exact piecewise search of the uniform rule) or ``"naive"`` (one
+    Mechanism 1 stopping rate per seller, O(n^2)).
+    """
 
     allocation: FloatArray
     payments: FloatArray
     rates: FloatArray
     stopping_rate: float
     utilities: FloatArray = field(repr=False)
+    path: str = "naive"
 
 
 def _lemma9_bracket(rule: AllocationRule, c: FloatArray, u: FloatArray, B: float,
@@ -523,7 +531,24 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
             rho[i] = saved
     x = rho / rates
     alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
-    return Mechanism2Result(alloc, pay, rates, r_star, u)
+    return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "naive")
+
+
+#: :func:`mechanism2` warns when it falls back to the O(n^2) method on at least this many sellers
+SLOW_PATH_WARN_N = 1000
+
+
+def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, ties: str,
+                    why: str) -> "Mechanism2Result":
+    if c.size >= SLOW_PATH_WARN_N:
+        import warnings
+
+        from ._validation import CrowdlibWarning
+
+        warnings.warn(f"mechanism2: {why}, so the {c.size} sellers' rates are computed by the O(n^2) "
+                      "naive method (result.path == 'naive'); this can be slow", CrowdlibWarning,
+                      stacklevel=3)
+    return mechanism2_naive(c, u, B, rl, ties=ties)
 
 
 #: the fast path is used while every theta_i (see _lemma9_bracket) is at most this
@@ -656,13 +681,17 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     c, u, B = _instance(costs, utilities, budget)
     ties = _check_ties(ties)
     rl = get_rule(rule)
-    if rl is UNIFORM_RULE or rl.taylor_at_one is None:
+    if rl is UNIFORM_RULE:
         return mechanism2_naive(c, u, B, rl, ties=ties)
+    if rl.taylor_at_one is None:
+        return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
     rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
     lo = _lemma9_bracket(rl, c, u, B, r_star)
     if np.any(lo < r_star * (1.0 - FAST_THETA_LIMIT)):
-        return mechanism2_naive(c, u, B, rl, ties=ties)
+        theta_max = float(np.max(1.0 - lo / r_star))
+        return _naive_fallback(c, u, B, rl, ties, f"a seller has theta_i = {theta_max:.3g} > "
+                               f"{FAST_THETA_LIMIT} (the fast path's limit)")
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
     # (a seller with a large cost or utility) get their own representation, so that one
     # outlier does not widen the bracket, the near set and the Taylor order for everybody
@@ -675,7 +704,88 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
             if tier.size:
                 rates[tier] = _fast_rates(rl, rho, c, u, B, r_star, lo, tier)[tier]
     x = rho / rates
-    return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u)
+    return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u, "fast")
+
+
+# ------------------------------------------------------------------ large-market limit
+@dataclass(frozen=True)
+class LargeMarketLimit:
+    """The n -> infinity limit of Mechanism 1/2(phi) on i.i.d. costs with unit utilities.
+
+    ``rate`` is the limiting stopping rate r (``r E[p(c / r)] = b``), ``value`` the buyer's
+    utility per seller ``E[phi(c / r)]``, ``threshold`` the cost t below which the fractional
+    optimum buys (``E[c; c <= t] = b``), ``optimum`` its utility per seller ``F(t)``, and
+    ``ratio = value / optimum``.
+    """
+
+    ratio: float
+    rate: float
+    value: float
+    threshold: float
+    optimum: float
+
+
+def large_market_limit(rule: Any, costs: Any, budget_per_seller: float) -> LargeMarketLimit:
+    """Limit of Mechanism 2(phi)'s ratio to the fractional optimum in a large market.
+
+    Sellers have unit utilities and i.i.d. costs from ``costs`` (a continuous
+    :mod:`scipy.stats` distribution on ``[0, inf)``, frozen); the budget is
+    ``budget_per_seller * n``. As ``n`` grows every seller's share of the budget vanishes
+    (``theta -> 0``), each ``r_i`` tends to Mechanism 1's stopping rate (Lemma 1 and the
+    large-market argument of Section 4), and the ratio tends to the quotient of two integrals,
+    computed here by :func:`scipy.integrate.quad`. Theorem 1's ``1 - 1/e`` for the optimal rule
+    is the worst case over cost distributions; a given distribution usually does better.
+
+    Parameters
+    ----------
+    rule : str or AllocationRule
+        ``"optimal"``, ``"uniform"``, ``"linear"`` or a rule of one's own.
+    costs : scipy.stats frozen continuous distribution
+        With support in ``[0, inf)`` and a finite mean.
+    budget_per_seller : float
+        ``b`` with ``0 < b < E[c]`` (at ``b >= E[c]`` every seller can be bought).
+    """
+    rl = get_rule(rule)
+    if not all(hasattr(costs, a) for a in ("pdf", "cdf", "ppf", "mean")):
+        raise TypeError("costs must be a frozen continuous scipy.stats distribution (with pdf, cdf, "
+                        f"ppf and mean), got {type(costs).__name__}")
+    lo_support = float(costs.ppf(0.0))
+    if not lo_support >= 0.0:
+        raise ValueError(f"costs must have support in [0, inf), got a lower end {lo_support}")
+    mean = float(costs.mean())
+    if not math.isfinite(mean):
+        raise ValueError("costs must have a finite mean")
+    b = real("budget_per_seller", budget_per_seller, low=0.0, low_open=True)
+    if b >= mean:
+        raise ValueError(f"budget_per_seller must be below the mean cost {mean:.6g} (else every "
+                         f"seller is bought), got {b}")
+    quad = lambda fn, a, z, pts=None: integrate.quad(fn, a, z, limit=400, points=pts,
+                                                    epsabs=1e-13, epsrel=1e-11)[0]
+    jumps = [j for j in rl.jumps]
+
+    def pay(r: float) -> float:          # r E[p(c / r)]: p vanishes beyond x = 1
+        pts = [r * j for j in jumps if 0 < r * j < r] or None
+        return r * quad(lambda c: float(rl.unit_payment(np.array([c / r]))[0]) * float(costs.pdf(c)),
+                        lo_support, r, pts)
+
+    hi = max(float(costs.ppf(0.5)), 1e-12)
+    for _ in range(2000):
+        if pay(hi) > b:
+            break
+        hi *= 2.0
+    else:  # pragma: no cover - a finite mean bounds the search
+        raise RuntimeError("large_market_limit: no rate spends the budget")
+    r = optimize.brentq(lambda x: pay(x) - b, 0.0 if lo_support == 0 else lo_support, hi,
+                        xtol=1e-14, rtol=1e-12, maxiter=500)
+    pts = [r * j for j in jumps if 0 < r * j < r] or None
+    value = quad(lambda c: float(rl.phi(np.array([c / r]))[0]) * float(costs.pdf(c)), lo_support, r, pts)
+    spend = lambda t: quad(lambda c: c * float(costs.pdf(c)), lo_support, t)
+    t_hi = float(costs.ppf(0.5))
+    while spend(t_hi) < b:
+        t_hi *= 2.0
+    t = optimize.brentq(lambda x: spend(x) - b, lo_support, t_hi, xtol=1e-14, rtol=1e-12, maxiter=500)
+    opt = float(costs.cdf(t))
+    return LargeMarketLimit(value / opt, float(r), float(value), float(t), opt)
 
 
 # ------------------------------------------------------------------ worst cases (Theorem 1, App. D)
@@ -856,11 +966,21 @@ def hardness_cdf(c: Any) -> FloatArray:
     return np.where(c < 0, 0.0, np.where(c >= Q, 1.0, 1.0 / (E * (1.0 - inside))))
 
 
-def sample_hardness_costs(n: int, rng: np.random.Generator) -> FloatArray:
+def _rng(rng: Any) -> np.random.Generator:
+    """The book's seed convention (an int, a SeedSequence or a Generator); None is refused,
+    since it would not reproduce."""
+    from ._validation import generator
+
+    if rng is None:
+        raise TypeError("rng must be an int seed, a SeedSequence or a Generator (None would not "
+                        "reproduce)")
+    return generator("rng", rng)
+
+
+def sample_hardness_costs(n: int, rng: Any) -> FloatArray:
     """``n`` i.i.d. costs from the hardness distribution, by inverse-CDF sampling."""
     n = integer("n", n, low=1)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator")
+    rng = _rng(rng)
     U = rng.random(n)
     return np.where(U <= 1.0 / E, 0.0, 1.0 - 1.0 / (E * np.maximum(U, 1.0 / E)))
 
@@ -874,7 +994,7 @@ def posted_price_outcome(costs: Any, price: Any) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ Appendix C
-def rounded_spend(allocation: Any, payments: Any, trials: int, rng: np.random.Generator,
+def rounded_spend(allocation: Any, payments: Any, trials: int, rng: Any,
                   chunk: int = 2_000_000) -> tuple[FloatArray, FloatArray]:
     """Randomised rounding of a fractional outcome (our version of Appendix C).
 
@@ -887,8 +1007,7 @@ def rounded_spend(allocation: Any, payments: Any, trials: int, rng: np.random.Ge
     f = real_vector("allocation", allocation, low=0.0, high=1.0)
     pay = real_vector("payments", payments, low=0.0, length=f.size, length_name="one per seller")
     trials = integer("trials", trials, low=1)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator")
+    rng = _rng(rng)
     keep = f > 0
     f, pay = f[keep], pay[keep]
     price = pay / f
@@ -937,13 +1056,13 @@ FAMILIES = {
 }
 
 
-def market(family: str, n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray, float]:
-    """One random instance ``(costs, utilities, budget)`` of a family in :data:`FAMILIES`."""
+def market(family: str, n: int, rng: Any) -> tuple[FloatArray, FloatArray, float]:
+    """One random instance ``(costs, utilities, budget)`` of a family in :data:`FAMILIES`.
+    ``rng``: an int seed, a SeedSequence or a Generator."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     n = integer("n", n, low=4)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator")
+    rng = _rng(rng)
     if family == "block":
         k = n // 4
         costs = np.concatenate([np.full(k, 1e-9), np.ones(n - k)])
@@ -957,27 +1076,50 @@ def market(family: str, n: int, rng: np.random.Generator) -> tuple[FloatArray, F
     return costs, rng.uniform(0.5, 1.5, n), 0.25 * float(costs.sum())
 
 
+def _ratio_cell(family: str, n: int, rng: Any, *, families: tuple[str, ...], seed: int,
+                count: int) -> list[tuple[float, ...]]:
+    """One (family, n) cell of :func:`ratio_sweep`, on its named stream (``rng`` unused)."""
+    g = np.random.default_rng([seed, families.index(family), n])
+    rows = []
+    for _ in range(count):
+        c, u, B = market(family, n, g)
+        opt = fractional_optimum(c, u, B)
+        rows.append((families.index(family), n, largeness(c, B), mechanism2(c, u, B, "optimal").value / opt,
+                     mechanism2(c, u, B, "uniform").value / opt))
+    return rows
+
+
 def ratio_sweep(families: list[str], sizes: list[int], reps: Callable[[int], int],
-                seed: int, progress: bool = True) -> dict[str, FloatArray]:
+                seed: int, progress: bool = True, executor: Any = None) -> dict[str, FloatArray]:
     """Mechanism 2 (optimal and uniform rules) against OPT on random markets.
 
     For each family and size ``n``, ``reps(n)`` instances are drawn from
     ``numpy.random.default_rng([seed, family index, n])``. Returns flat arrays
     ``family`` (index into ``families``), ``n``, ``theta``, ``optimal``,
-    ``uniform`` (the two ratios to OPT), one entry per instance.
+    ``uniform`` (the two ratios to OPT), one entry per instance. The cells run through
+    :func:`crowdlib.experiments.map_points`, on ``executor`` if given, with the same result.
     """
-    rows = []
-    jobs = [(f, n) for f in range(len(families)) for n in sizes]
-    for f, n in tqdm(jobs, disable=not progress, desc="markets", file=sys.stderr, mininterval=2.0):
-        rng = np.random.default_rng([seed, f, n])
-        for _ in range(reps(n)):
-            c, u, B = market(families[f], n, rng)
-            opt = fractional_optimum(c, u, B)
-            rows.append((f, n, largeness(c, B), mechanism2(c, u, B, "optimal").value / opt,
-                         mechanism2(c, u, B, "uniform").value / opt))
-    out = np.array(rows, dtype=float)
+    import functools
+
+    from .experiments import map_points
+
+    fams = tuple(families)
+    for f in fams:
+        if f not in FAMILIES:
+            raise ValueError(f"families must be names in {sorted(FAMILIES)}, got {f!r}")
+    seed = integer("seed", seed, low=0)
+    ns = [integer("sizes", n, low=4) for n in sizes]
+    points = [{"family": f, "n": n, "count": integer("reps(n)", reps(n), low=1)} for f in fams for n in ns]
+    cell = functools.partial(_ratio_cell_point, families=fams, seed=seed)
+    _, results = map_points(cell, points, seed=seed, executor=executor, progress=progress, desc="markets")
+    out = np.array([row for rows in results for row in rows], dtype=float)
     return {"family": out[:, 0].astype(int), "n": out[:, 1].astype(int), "theta": out[:, 2],
             "optimal": out[:, 3], "uniform": out[:, 4]}
+
+
+def _ratio_cell_point(family: str, n: int, count: int, rng: Any, *, families: tuple[str, ...],
+                      seed: int) -> list[tuple[float, ...]]:
+    return _ratio_cell(family, n, rng, families=families, seed=seed, count=count)
 
 
 # ------------------------------------------------------------------ experiments of the chapter

@@ -97,8 +97,40 @@ class StageGame:
     attacks: FloatArray
 
 
+def _prices(p_min: Any, p_max: Any) -> tuple[float, float]:
+    """``(P_min, P_max)`` in [0, 1] with ``P_min <= P_max`` (the protocol's two prices)."""
+    pm, px = _prob("p_min", p_min), _prob("p_max", p_max)
+    if pm > px:
+        raise ValueError(f"p_min must be at most p_max, got {pm:g} > {px:g}")
+    return pm, px
+
+
+def _actions(actions: Any) -> tuple[str, ...]:
+    if isinstance(actions, str) or not isinstance(actions, (list, tuple)):
+        raise TypeError(f"actions must be a tuple of action names from {ACTIONS}, got {actions!r}")
+    if not actions:
+        raise ValueError(f"actions must name at least one action of {ACTIONS}")
+    bad = [x for x in actions if x not in ACTIONS]
+    if bad:
+        raise ValueError(f"actions must be names from {ACTIONS}, got {bad}")
+    if len(set(actions)) != len(actions):
+        raise ValueError(f"actions must not repeat an action, got {actions}")
+    return tuple(actions)
+
+
+def _game(game: Any) -> "StageGame":
+    if not isinstance(game, StageGame):
+        raise TypeError(f"game must be a StageGame (from stage_game), got {type(game).__name__}")
+    return game
+
+
 def _nonneg_array(name: str, value: Any) -> FloatArray:
-    arr = np.asarray(value, dtype=float)
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from None
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"{name} must be finite and >= 0")
     return arr
@@ -139,13 +171,13 @@ def stage_game(c_i: Any, c_j: Any, a_i: Any, a_j: Any, d: Any, w: float = 1.0,
 
 def equilibrium_mask(game: StageGame) -> NDArray[np.bool_]:
     """``mask[..., r, k]``: whether (r, k) is a pure Nash equilibrium (rows/cols: C, S)."""
-    A, B = game.payoff_i, game.payoff_j
+    A, B = _game(game).payoff_i, game.payoff_j
     return (A >= A[..., ::-1, :] - 1e-12) & (B >= B[..., :, ::-1] - 1e-12)
 
 
 def pure_equilibria(game: StageGame) -> list[tuple[str, str]]:
     """Pure Nash equilibria of one reduced 2x2 game, as action pairs like ("C", "S")."""
-    mask = equilibrium_mask(game)
+    mask = equilibrium_mask(_game(game))
     if mask.shape != (2, 2):
         raise ValueError("pure_equilibria takes one game; use equilibrium_mask for arrays")
     names = ("C", "S")
@@ -195,7 +227,7 @@ def action_table(cost: float, attack_cost: float, damage: float, p_min: float, p
     ``eps1 (1 - eps2)`` and ``eps1 eps2``.
     """
     c, a, d = _nonneg("cost", cost), _nonneg("attack_cost", attack_cost), _prob("damage", damage)
-    P = np.array([_prob("p_min", p_min), _prob("p_max", p_max)])
+    P = np.array(_prices(p_min, p_max))
     e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
     u = np.vstack([P / 2 - c, (1 + d) * P / 2 - c - a / 2, np.zeros(2), d * P - a])
     q = np.array([(1 - e1) * (1 - e2), (1 - e1) / 2, e1 * (1 - e2), e1 * e2])
@@ -229,7 +261,8 @@ def value_gap(p_min: float, p_max: float, alpha: float, beta: float, eps1: float
     a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
     dl = _delta(delta)
     qN, eb, _ = _errors(eps1, eps2)
-    return (_prob("p_max", p_max) - _prob("p_min", p_min)) / (2 * (1 - dl + dl * (a_ * qN + b_ * eb)))
+    pm, px = _prices(p_min, p_max)
+    return (px - pm) / (2 * (1 - dl + dl * (a_ * qN + b_ * eb)))
 
 
 def best_responses(cost: float, attack_cost: float, damage: float, p_min: float, p_max: float,
@@ -238,22 +271,46 @@ def best_responses(cost: float, attack_cost: float, damage: float, p_min: float,
     """Value iteration on the worker's rating MDP against a compliant population.
 
     Returns the optimal values ``V[theta]`` and the best action at each rating
-    (ties resolved towards CN, within ``1e-12``). Used to test Proposition 1.
+    (ties resolved towards the first action given, within ``1e-12``). Used to test
+    Proposition 1. Value iteration contracts at rate ``delta``; if ``iterations`` steps leave
+    the values unconverged (``delta`` near 1), the policy found is evaluated exactly by a linear
+    solve and improved until stable (policy iteration), and a :class:`crowdlib.CrowdlibWarning`
+    says so.
     """
     a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
     dl = _delta(delta)
     iterations = integer("iterations", iterations, low=1)
+    actions = _actions(actions)
     u, q = action_table(cost, attack_cost, damage, p_min, p_max, eps1, eps2)
     pick = [ACTIONS.index(x) for x in actions]
     u, T = u[pick], _kernel(a_, b_, q[pick])
     V = np.zeros(2)
+    converged = False
     for _ in range(iterations):
         Q = u + dl * T @ V
         V_new = Q.max(axis=0)
-        if np.max(np.abs(V_new - V)) < 1e-15:
+        if np.max(np.abs(V_new - V)) <= 1e-13 * max(1.0, float(np.max(np.abs(V_new)))):
             V = V_new
+            converged = True
             break
         V = V_new
+    if not converged:
+        import warnings
+
+        from ._validation import CrowdlibWarning
+
+        warnings.warn(f"best_responses: value iteration did not converge in {iterations} steps at "
+                      f"delta = {dl:g}; the values come from exact policy iteration instead",
+                      CrowdlibWarning, stacklevel=2)
+        policy = np.argmax(u + dl * T @ V, axis=0)
+        for _ in range(64):                       # 2 states: a handful of improvements suffice
+            P_pol = T[policy, [0, 1], :]
+            V = np.linalg.solve(np.eye(2) - dl * P_pol, u[policy, [0, 1]])
+            Q = u + dl * T @ V
+            better = np.where(Q.max(axis=0) > Q[policy, [0, 1]] + 1e-12, np.argmax(Q, axis=0), policy)
+            if np.array_equal(better, policy):
+                break
+            policy = better
     Q = u + dl * T @ V
     best = [actions[0] if Q[0, th] >= Q.max(axis=0)[th] - 1e-12 else actions[int(np.argmax(Q[:, th]))]
             for th in (0, 1)]
@@ -284,9 +341,10 @@ def sustainable(attack_costs: Any, damage: float, p_min: float, p_max: float,
 def requester_utility(alpha: float, beta: float, p_min: float, p_max: float, eps1: float,
                       eps2: float) -> float:
     """Eq. (20): ``U = q_N - eta0 P_min - eta1 P_max``."""
+    pm, px = _prices(p_min, p_max)
     eta0, eta1 = stationary_distribution(alpha, beta, eps1, eps2)
     qN, _, _ = _errors(eps1, eps2)
-    return qN - eta0 * _prob("p_min", p_min) - eta1 * _prob("p_max", p_max)
+    return qN - eta0 * pm - eta1 * px
 
 
 # ------------------------------------------------------------------ design (A.7-A.9)
@@ -415,7 +473,12 @@ def design_protocol_brute(costs: Any, attack_costs: Any, damage: float, eps1: fl
     d = _prob("damage", damage)
     dl = _delta(delta)
     qN, eb, K = _errors(eps1, eps2)
-    sa, sb, sp = (real(f"steps[{i}]", v, low=0.0, low_open=True) for i, v in enumerate(steps))
+    if not isinstance(steps, (tuple, list)) or len(steps) != 3:
+        raise TypeError(f"steps must be a tuple (alpha step, beta step, P_max step), got {steps!r}")
+    sa, sb, sp = (real(f"steps[{i}]", v, low=0.0, low_open=True, high=0.5) for i, v in enumerate(steps))
+    for i, s in enumerate((sa, sb, sp)):
+        if abs(1 / s - round(1 / s)) > 1e-9:
+            raise ValueError(f"steps[{i}] must divide 1 (1/step an integer), got {s}")
     alphas = np.arange(1, int(round(1 / sa)) + 1) * sa
     beta = np.arange(0, int(round(1 / sb)) + 1)[:, None] * sb
     P = np.arange(0, int(round(1 / sp)) + 1)[None, :] * sp
@@ -678,7 +741,7 @@ def design_region(costs: Any, attack_costs: Any, damage: float, eps1: float, eps
     """Whether ``(alpha, beta)`` (arrays, broadcast) satisfies (S) and (P) at ``P_min = 0`` and
     the participation price: the feasible domain Algorithm 1 searches (Figure 2's shaded area)."""
     c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
-    al, be = np.broadcast_arrays(np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float))
+    al, be = np.broadcast_arrays(_nonneg_array("alpha", alpha), _nonneg_array("beta", beta))
     if not (np.all((al > 0) & (al <= 1)) and np.all((be >= 0) & (be <= 1))):
         raise ValueError("alpha must lie in (0, 1] and beta in [0, 1]")
     S = dl * c * (K - 2 * d * eb) * be + dl * qN * (a - 2 * c * d) * al - 2 * c * d * (1 - dl)

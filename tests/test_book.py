@@ -24,16 +24,14 @@ def test_save_figure_only_when_asked(tmp_path, monkeypatch):
 
 def test_cached_computes_once_per_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv("CROWDLIB_CACHE", str(tmp_path))
-    calls = []
-
     def compute(k):
-        calls.append(k)
         return {"x": np.arange(k)}
 
     a = cached("demo", compute, k=3)
     b = cached("demo", compute, k=3)
     c = cached("demo", compute, k=4)
-    assert calls == [3, 4] and np.array_equal(a["x"], b["x"]) and c["x"].size == 4
+    assert [a.from_cache, b.from_cache, c.from_cache] == [False, True, False]
+    assert np.array_equal(a["x"], b["x"]) and c["x"].size == 4
     with pytest.raises(ValueError, match="name"):
         cached("not a name", compute, k=1)
 
@@ -53,3 +51,31 @@ def test_glue_refuses_what_prose_cannot_format():
         glue("x", [1.0])
     with pytest.raises(ValueError, match="finite"):
         glue("x", float("nan"))
+
+
+def test_cached_keys_on_the_compute_function_and_what_it_reads(tmp_path, monkeypatch):
+    import crowdlib.book as B
+
+    monkeypatch.setenv("CROWDLIB_CACHE", str(tmp_path))
+    settings = [1, 2]
+    compute = lambda k: {"x": np.array(settings) * k}          # noqa: E731 - reads a global
+    first = cached("reads_global", compute, k=2)
+    assert not first.from_cache and first.path.exists()
+    again = cached("reads_global", compute, k=2)
+    assert again.from_cache and np.array_equal(again["x"], [2, 4])
+    settings.append(3)                                           # the global changed: recompute
+    assert cached("reads_global", compute, k=2)["x"].tolist() == [2, 4, 6]
+    other = lambda k: {"x": np.array(settings) * k + 1}          # noqa: E731 - other code
+    assert cached("reads_global", other, k=2)["x"].tolist() == [3, 5, 7]
+    # an array parameter is keyed by its content
+    arr = cached("array_param", lambda a: {"s": a.sum()}, a=np.arange(4))
+    assert arr["s"] == 6 and cached("array_param", lambda a: {"s": a.sum()}, a=np.arange(5))["s"] == 10
+    # a result .npz cannot load back is refused before anything is written
+    with pytest.raises(TypeError, match="object array|pickling"):
+        cached("ragged", lambda: {"r": np.array([np.zeros(2), "a"], dtype=object)})
+    with pytest.raises(TypeError, match="pickling"):
+        cached("ragged2", lambda: {"r": [np.zeros(2), np.zeros(3)]})
+    assert not list(tmp_path.glob("ragged*"))
+    with pytest.raises(TypeError, match="params"):
+        cached("bad_param", lambda p: {"x": 1}, p=object())
+    assert B.cache_key("k", compute, k=1) == B.cache_key("k", compute, k=1)

@@ -108,3 +108,30 @@ def test_a_changed_markdown_cell_or_caption_is_seen(tmp_path):
     other = copy.deepcopy(nb)
     other.cells[0].source += " (edited)"
     assert any("cell 1" in p for p in book.compare_outputs(nb, other))
+
+
+def test_a_new_experiment_is_executed_and_paired_without_make(tmp_path, monkeypatch):
+    """An experiment copied into experiments/ is a page: found, executed, and its .ipynb pair
+    stored on its first execution; afterwards it is verified like a chapter."""
+    root = tiny_book(tmp_path)
+    (root / "experiments").mkdir()
+    (root / "experiments" / "mine.md").write_text(CHAPTER.replace("VALUE", "7"))
+    monkeypatch.chdir(root)
+    assert book.page_names(root) == ["tiny", "experiments/mine"]
+    _, ran = book.execute_chapter("experiments/mine", root=root)
+    assert ran and (root / "experiments" / "mine.ipynb").exists()
+    assert book.execute_chapter("experiments/mine", root=root)[1] is False
+    (root / "experiments" / "mine.md").write_text(CHAPTER.replace("VALUE", "8"))
+    with pytest.raises(book.ChapterFailed, match="make experiment NAME=mine"):
+        book.execute_chapter("experiments/mine", root=root)
+
+
+def test_the_book_lists_every_experiment_by_a_glob():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    part = next(p for p in toc["parts"] if p["caption"] == "Experiments")
+    assert {"glob": "experiments/*"} in part["chapters"][0]["sections"]
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "experiments/*.md" in config["exclude_patterns"]     # the stored .ipynb is rendered
+    assert "experiments/template" in book.page_names(ROOT)

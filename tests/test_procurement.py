@@ -209,7 +209,7 @@ def test_bad_input_names_the_parameter(call, match):
     (lambda: P.mechanism2("1, 2", [1, 1], 1.0), "costs"),
     (lambda: P.mechanism2([1.0, 2.0], [1, 1], "10"), "budget"),
     (lambda: P.mechanism2([1.0, 2.0], [1, 1], 1.0, rule=3), "rule"),
-    (lambda: P.sample_hardness_costs(5, 42), "rng"),
+    (lambda: P.sample_hardness_costs(5, 1.5), "rng"),
     (lambda: P.rounded_spend([0.5], [0.2], 10, None), "rng"),
 ])
 def test_wrong_types_name_the_parameter(call, match):
