@@ -221,8 +221,8 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
         raise TypeError(f"compute must return a mapping of names to arrays, got {type(raw).__name__}")
     result = CachedResult()
     for k, v in raw.items():
-        if not isinstance(k, str) or not k or "/" in k:
-            raise TypeError(f"compute's result keys must be non-empty strings without '/', got {k!r}")
+        if not isinstance(k, str) or not k:
+            raise TypeError(f"compute's result keys must be non-empty strings, got {k!r}")
         try:
             arr = np.asarray(v)
         except ValueError as err:   # ragged

@@ -62,6 +62,8 @@ __all__ = [
     "equilibrium_census",
     "design_case",
     "design_region",
+    "design_constraints",
+    "utilities_by_iteration",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -100,9 +102,9 @@ class StageGame:
 def _prices(p_min: Any, p_max: Any) -> tuple[float, float]:
     """``(P_min, P_max)`` in [0, 1] with ``P_min <= P_max`` (the protocol's two prices)."""
     pm, px = _prob("p_min", p_min), _prob("p_max", p_max)
-    if pm > px:
-        raise ValueError(f"p_min must be at most p_max, got {pm:g} > {px:g}")
-    return pm, px
+    if pm > px + 1e-9:
+        raise ValueError(f"p_min must be at most p_max, got {pm:.12g} > {px:.12g}")
+    return min(pm, px), px       # equal up to rounding (a flat price from an LP, say)
 
 
 def _actions(actions: Any) -> tuple[str, ...]:
@@ -255,6 +257,27 @@ def long_term_utilities(cost: float, p_min: float, p_max: float, alpha: float, b
     return float(U[0]), float(U[1])
 
 
+def utilities_by_iteration(cost: float, p_min: float, p_max: float, alpha: Any, beta: float,
+                           eps1: float, eps2: float, delta: float, iterations: int) -> tuple[FloatArray, FloatArray]:
+    """``(U(0), U(1))`` of a compliant worker after ``iterations`` steps of the recursion (7),
+    vectorised over an array of ``alpha`` values: the paper's way of computing the long-term
+    utilities inside Algorithm 1, whose cost is O(m n) for m values of alpha and n iterations.
+    It converges geometrically (rate ``delta``) to :func:`long_term_utilities`' closed form."""
+    al = _nonneg_array("alpha", alpha)
+    if np.any(al > 1):
+        raise ValueError("alpha must lie in [0, 1]")
+    b_ = _prob("beta", beta)
+    dl = _delta(delta)
+    n = integer("iterations", iterations, low=1, high=10**8)
+    u, q = action_table(cost, 0.0, 0.0, p_min, p_max, eps1, eps2)
+    up, down = al * q[0], b_ * (1 - q[0])
+    U0, U1 = np.zeros_like(al), np.zeros_like(al)
+    for _ in range(n):
+        U0, U1 = (u[0, 0] + dl * ((1 - up) * U0 + up * U1),
+                  u[0, 1] + dl * (down * U0 + (1 - down) * U1))
+    return U0, U1
+
+
 def value_gap(p_min: float, p_max: float, alpha: float, beta: float, eps1: float, eps2: float,
               delta: float) -> float:
     """Eq. (11): ``U(1) - U(0) = (P_max - P_min) / (2 Lambda)``, ``Lambda = 1 - delta + delta s``."""
@@ -272,10 +295,9 @@ def best_responses(cost: float, attack_cost: float, damage: float, p_min: float,
 
     Returns the optimal values ``V[theta]`` and the best action at each rating
     (ties resolved towards the first action given, within ``1e-12``). Used to test
-    Proposition 1. Value iteration contracts at rate ``delta``; if ``iterations`` steps leave
-    the values unconverged (``delta`` near 1), the policy found is evaluated exactly by a linear
-    solve and improved until stable (policy iteration), and a :class:`crowdlib.CrowdlibWarning`
-    says so.
+    Proposition 1. Value iteration (at most ``iterations`` steps) finds a policy, which is then
+    evaluated exactly by a linear solve and improved until stable (policy iteration), so the
+    values are exact also where value iteration converges slowly (``delta`` near 1).
     """
     a_, b_ = _prob("alpha", alpha), _prob("beta", beta)
     dl = _delta(delta)
@@ -285,32 +307,30 @@ def best_responses(cost: float, attack_cost: float, damage: float, p_min: float,
     pick = [ACTIONS.index(x) for x in actions]
     u, T = u[pick], _kernel(a_, b_, q[pick])
     V = np.zeros(2)
-    converged = False
     for _ in range(iterations):
         Q = u + dl * T @ V
         V_new = Q.max(axis=0)
         if np.max(np.abs(V_new - V)) <= 1e-13 * max(1.0, float(np.max(np.abs(V_new)))):
             V = V_new
-            converged = True
             break
         V = V_new
-    if not converged:
+    # polish: evaluate the greedy policy exactly and improve it until stable (policy iteration),
+    # so the values are exact even where value iteration converges slowly (delta near 1)
+    policy = np.argmax(u + dl * T @ V, axis=0)
+    for _ in range(64):                           # two states: a few improvements suffice
+        V = np.linalg.solve(np.eye(2) - dl * T[policy, [0, 1], :], u[policy, [0, 1]])
+        Q = u + dl * T @ V
+        better = np.where(Q.max(axis=0) > Q[policy, [0, 1]] + 1e-12 * max(1.0, float(np.abs(V).max())),
+                          np.argmax(Q, axis=0), policy)
+        if np.array_equal(better, policy):
+            break
+        policy = better
+    else:  # pragma: no cover - policy iteration on two states cannot cycle
         import warnings
 
         from ._validation import CrowdlibWarning
 
-        warnings.warn(f"best_responses: value iteration did not converge in {iterations} steps at "
-                      f"delta = {dl:g}; the values come from exact policy iteration instead",
-                      CrowdlibWarning, stacklevel=2)
-        policy = np.argmax(u + dl * T @ V, axis=0)
-        for _ in range(64):                       # 2 states: a handful of improvements suffice
-            P_pol = T[policy, [0, 1], :]
-            V = np.linalg.solve(np.eye(2) - dl * P_pol, u[policy, [0, 1]])
-            Q = u + dl * T @ V
-            better = np.where(Q.max(axis=0) > Q[policy, [0, 1]] + 1e-12, np.argmax(Q, axis=0), policy)
-            if np.array_equal(better, policy):
-                break
-            policy = better
+        warnings.warn("best_responses: policy iteration did not settle", CrowdlibWarning, stacklevel=2)
     Q = u + dl * T @ V
     best = [actions[0] if Q[0, th] >= Q.max(axis=0)[th] - 1e-12 else actions[int(np.argmax(Q[:, th]))]
             for th in (0, 1)]
@@ -736,14 +756,24 @@ def design_case(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2:
     return "1-2" if A_S > 0 else ("3-4" if A_S < 0 else "degenerate")
 
 
-def design_region(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
-                  delta: float, alpha: Any, beta: Any) -> NDArray[np.bool_]:
-    """Whether ``(alpha, beta)`` (arrays, broadcast) satisfies (S) and (P) at ``P_min = 0`` and
-    the participation price: the feasible domain Algorithm 1 searches (Figure 2's shaded area)."""
+def design_constraints(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                       delta: float, alpha: Any, beta: Any) -> tuple[FloatArray, FloatArray]:
+    """The two linear constraints of Algorithm 1's domain at ``P_min = 0`` and the participation
+    price, as slacks ``(S, P)`` over ``(alpha, beta)`` (arrays, broadcast): sustainability (S)
+    holds where ``S >= 0``, the price cap ``P_max <= 1`` (P) where ``P >= 0``."""
     c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
     al, be = np.broadcast_arrays(_nonneg_array("alpha", alpha), _nonneg_array("beta", beta))
     if not (np.all((al > 0) & (al <= 1)) and np.all((be >= 0) & (be <= 1))):
         raise ValueError("alpha must lie in (0, 1] and beta in [0, 1]")
     S = dl * c * (K - 2 * d * eb) * be + dl * qN * (a - 2 * c * d) * al - 2 * c * d * (1 - dl)
     Pc = dl * qN * (1 - 2 * c) * al - 2 * c * dl * eb * be - 2 * c * (1 - dl)
+    return S, Pc
+
+
+def design_region(costs: Any, attack_costs: Any, damage: float, eps1: float, eps2: float,
+                  delta: float, alpha: Any, beta: Any) -> NDArray[np.bool_]:
+    """Whether ``(alpha, beta)`` (arrays, broadcast) satisfies (S) and (P) at ``P_min = 0`` and
+    the participation price: the feasible domain Algorithm 1 searches (Figure 2's shaded area)."""
+    c, a, d, dl, qN, eb, K = _design_inputs(costs, attack_costs, damage, eps1, eps2, delta)
+    S, Pc = design_constraints(costs, attack_costs, damage, eps1, eps2, delta, alpha, beta)
     return (S >= -1e-12) & (Pc >= -1e-12) & (not _hopeless(c, a, qN, K))
