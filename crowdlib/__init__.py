@@ -11,7 +11,8 @@ One module per topic:
 * :mod:`crowdlib.procurement` -- budget-feasible mechanisms for large markets.
 * :mod:`crowdlib.bandits` -- adaptive incentive selection under a budget and a deadline.
 * :mod:`crowdlib.rating` -- rating protocols for the crowdsourcing contest dilemma.
-* :mod:`crowdlib.experiments` -- the book's one significance rule (``mean_ci``, ``compare``).
+* :mod:`crowdlib.experiments` -- sweeps (``sweep``), seeding (``spawn``) and the book's one
+  significance rule (``mean_ci``, ``compare``).
 * :mod:`crowdlib.ledger` -- the reproduction ledger: each result's check and verdict.
 * :mod:`crowdlib.book` -- figure saving and result caching for the chapters.
 """

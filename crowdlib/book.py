@@ -186,6 +186,7 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
     """Return ``compute(**params)``, computed once and stored as ``.npz``.
 
     The key is ``name`` plus a hash of
+
     * the parameters (JSON values, or numpy arrays, hashed by content);
     * the compute function itself: its code, defaults, closure, and the globals it reads
       (functions recursively, values by content), so a lambda that reads a chapter's global

@@ -202,7 +202,7 @@ def spawn(seed: Any, n: int, name: str = "seed") -> list[np.random.SeedSequence]
     """``n`` independent child seeds of ``seed`` (int, SeedSequence or Generator).
 
     Child ``k`` is the SeedSequence with ``k`` appended to the parent's spawn key: the children
-    :meth:`numpy.random.SeedSequence.spawn` would give a fresh parent, but without its side
+    ``numpy.random.SeedSequence.spawn`` would give a fresh parent, but without its side
     effect, so the same SeedSequence always gives the same children."""
     n = check.integer("n", n, low=0)
     root = root_sequence(seed, name)

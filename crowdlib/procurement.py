@@ -729,7 +729,7 @@ def large_market_limit(rule: Any, costs: Any, budget_per_seller: float) -> Large
     """Limit of Mechanism 2(phi)'s ratio to the fractional optimum in a large market.
 
     Sellers have unit utilities and i.i.d. costs from ``costs`` (a continuous
-    :mod:`scipy.stats` distribution on ``[0, inf)``, frozen); the budget is
+    ``scipy.stats`` distribution on ``[0, inf)``, frozen); the budget is
     ``budget_per_seller * n``. As ``n`` grows every seller's share of the budget vanishes
     (``theta -> 0``), each ``r_i`` tends to Mechanism 1's stopping rate (Lemma 1 and the
     large-market argument of Section 4), and the ratio tends to the quotient of two integrals,
