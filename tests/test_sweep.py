@@ -137,6 +137,7 @@ def test_simulate_chunks_depend_on_the_seed_only():
     assert g.shape == (50,)
 
 
+@pytest.mark.filterwarnings("ignore:.*round robin")
 def test_run_grid_takes_a_user_instance_and_ignores_order():
     mine = Bd.ISPInstance(costs=[10, 20, 30], group_sizes=[1, 3, 5], mean_tasks=[5, 6, 7])
     settings = [Bd.Setting(mine, 300, 5, name="mine"), Bd.Setting("C", 300, 5, 5)]
