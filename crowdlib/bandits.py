@@ -59,6 +59,7 @@ __all__ = [
     "SOAAv",
     "POLICIES",
     "CHUNK",
+    "MAX_CONTESTS",
     "simulate",
     "simulate_loop",
     "instance_family",
@@ -212,8 +213,8 @@ def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
 def random_instances(count: int, rng: Any, arms: int = 5) -> list[ISPInstance]:
     """The book's random family: common ``g ~ U{5..20}``, ``mu ~ U(3, 9)``, ``rho ~ U(10, 20)``,
     ``c = round(g mu / rho, 0.1)`` (A.2)."""
-    count = integer("count", count, low=1)
-    arms = integer("arms", arms, low=2)
+    count = integer("count", count, low=1, high=10**7)
+    arms = integer("arms", arms, low=2, high=10_000)
     from ._validation import generator
 
     if rng is None:
@@ -355,7 +356,7 @@ class EpsilonFirst(Policy):
 
     def __init__(self, epsilon: float = 0.1) -> None:
         self.epsilon = real("epsilon", epsilon, low=0.0, high=1.0)
-        self.name = f"{self.base_name}({self.epsilon:g})"
+        self.name = f"{self.base_name}({self.epsilon:.12g})"
 
     def decide(self, state: State) -> IntArray:
         if state.period == 0:
@@ -383,6 +384,8 @@ def hais_targets(state: State, m0: int, p: float) -> FloatArray:
 
     See :func:`hoeffding_targets`, which this applies to ``state.estimates()``.
     """
+    if not isinstance(state, State):
+        raise TypeError(f"state must be a State, got {type(state).__name__}")
     return hoeffding_targets(state.instance, state.estimates(), p, m0)
 
 
@@ -395,8 +398,13 @@ def hoeffding_targets(inst: "ISPInstance", rho: Any, p: float, m0: int = 0) -> F
     same with the smallest gap. A zero gap gives an infinite target; an unexplored arm (NaN)
     gets ``m0``.
     """
-    rho = np.atleast_2d(np.asarray(rho, dtype=float))
-    if rho.shape[1] != inst.arms:
+    if not isinstance(inst, ISPInstance):
+        raise TypeError(f"inst must be an ISPInstance, got {type(inst).__name__}")
+    try:
+        rho = np.atleast_2d(np.asarray(rho, dtype=float))
+    except (TypeError, ValueError):
+        raise TypeError(f"rho must be an array of effectiveness values, got {type(rho).__name__}") from None
+    if rho.ndim != 2 or rho.shape[1] != inst.arms:
         raise ValueError(f"rho must have one column per arm ({inst.arms}), got {rho.shape[1]}")
     p = real("p", p, low=0.0, high=1.0, high_open=True)
     m0 = integer("m0", m0, low=0)
@@ -429,7 +437,7 @@ class HAIS(Policy):
         self.m0 = integer("m0", m0, low=1)
         self.p = real("p", p, low=0.0, high=1.0, high_open=True)
         self.eta = real("eta", eta, low=0.0, high=1.0)
-        self.name = f"hais({self.m0}, {self.p:g})" + ("" if self.eta == 0.25 else f" eta={self.eta:g}")
+        self.name = f"hais({self.m0}, {self.p:.12g})" + ("" if self.eta == 0.25 else f" eta={self.eta:.12g}")
 
     def decide(self, state: State) -> IntArray:
         inst = state.instance
@@ -485,7 +493,7 @@ class _FKUBEBase(Policy):
     def __init__(self, reward_scale: float | None = None) -> None:
         self.reward_scale = None if reward_scale is None else real("reward_scale", reward_scale, low=0.0,
                                                                     low_open=True)
-        self.name = self.base_name if reward_scale is None else f"{self.base_name}(scale={self.reward_scale:g})"
+        self.name = self.base_name if reward_scale is None else f"{self.base_name}(scale={self.reward_scale:.12g})"
 
     def index(self, state: State, pulls: FloatArray, t: FloatArray) -> FloatArray:
         return _fkube_index(state, pulls, t, self.reward_scale)
@@ -559,7 +567,7 @@ class SOAAv(Policy):
         if mode not in ("batched", "pass"):
             raise ValueError(f"mode must be 'batched' or 'pass', got {mode!r}")
         self.mode = mode
-        self.name = "soaav" if mode == "batched" else "soaav_pass"
+        self.name = ("soaav" if mode == "batched" else "soaav_pass") + ("" if self.x == 0 else f"(x={self.x:.12g})")
 
     def decide(self, state: State) -> IntArray:
         c = state.instance.costs
@@ -615,6 +623,9 @@ def _resolve(policy: Any) -> Policy:
     raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
 
 
+#: the most contests one run may buy (exact integers in double precision, with room for sums)
+MAX_CONTESTS = 2.0 ** 40
+
 #: runs per vectorised chunk of :func:`simulate`; a larger call is split into chunks seeded by
 #: children of one SeedSequence, so its result depends on the seed and ``runs`` only
 CHUNK = 50_000
@@ -652,10 +663,14 @@ def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, ru
         raise TypeError(f"instance must be an ISPInstance, got {type(instance).__name__}")
     pol = _resolve(policy)
     B = real("budget", budget, low=0.0, low_open=True)
-    T = integer("periods", periods, low=2)
-    n = integer("runs", runs, low=1)
+    T = integer("periods", periods, low=2, high=10_000)
+    n = integer("runs", runs, low=1, high=10**9)
     if draws not in ("auto", "exact"):
         raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+    most = MAX_CONTESTS * float(instance.costs.min())
+    if B > most:
+        raise ValueError(f"budget must be at most {MAX_CONTESTS:.3g} times the cheapest arm's cost "
+                         f"({most:.6g}): beyond that the contest counts are not exact integers, got {B:g}")
     if executor is not None:
         from concurrent.futures import Executor
 
@@ -679,10 +694,26 @@ def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, ru
     if executor is None:
         parts = [_simulate_chunk(instance, pol, B, T, m, c, draws) for m, c in zip(sizes, children)]
     else:
-        futures = [executor.submit(_simulate_chunk, instance, pol, B, T, m, c, draws)
+        from .experiments import reemit
+
+        futures = [executor.submit(_simulate_chunk_caught, instance, pol, B, T, m, c, draws)
                    for m, c in zip(sizes, children)]
-        parts = [f.result() for f in futures]
+        parts = []
+        for k, f in enumerate(futures):
+            part, caught = f.result()
+            reemit(caught, f"chunk {k}")
+            parts.append(part)
     return np.concatenate(parts)
+
+
+def _simulate_chunk_caught(*args: Any) -> tuple[FloatArray, list]:
+    """:func:`_simulate_chunk` in a worker, with the warnings it raised (re-raised by the caller)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _simulate_chunk(*args)
+    return out, [(w.category, str(w.message)) for w in caught]
 
 
 def _simulate_chunk(instance: ISPInstance, pol: Policy, B: float, T: int, n: int,
@@ -716,8 +747,13 @@ def simulate_loop(instance: ISPInstance, policy: Any, budget: float, periods: in
 
     Used only by the benchmark, to measure what vectorising over runs buys.
     """
-    return np.concatenate([simulate(instance, policy, budget, periods, 1, [*np.atleast_1d(seed), r],
-                                    draws=draws) for r in range(integer("runs", runs, low=1))])
+    runs = integer("runs", runs, low=1)
+    if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
+        root = _seed_sequence(seed)
+        streams = [np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, r)) for r in range(runs)]
+    else:
+        streams = [[*np.atleast_1d(seed), r] for r in range(runs)]
+    return np.concatenate([simulate(instance, policy, budget, periods, 1, s, draws=draws) for s in streams])
 
 
 # ------------------------------------------------------------------ experiments (A.8)
@@ -800,13 +836,27 @@ def percent_of_optimal(setting: Setting, policies: list[Any], runs: int, seed: i
     else:
         chunks = [(instance_family(setting.family, setting.group_size), runs)]
     tag = zlib.crc32(setting.label.encode())
+    cheapest = min(float(inst.costs.min()) for inst, _ in chunks)
+    if setting.budget < cheapest:
+        raise ValueError(f"setting.budget {setting.budget:g} is below every arm's cost (cheapest "
+                         f"{cheapest:g}): Optimal collects nothing, so %Opt is undefined")
     opt = np.concatenate([simulate(inst, Optimal(), setting.budget, setting.periods, m, stream(tag, 0, k))
                           for k, (inst, m) in enumerate(chunks)])
     totals = np.array([np.concatenate([simulate(inst, pol, setting.budget, setting.periods, m,
                                                 stream(tag, zlib.crc32(pol.name.encode()), k))
                                        for k, (inst, m) in enumerate(chunks)])
                        for pol in pols]).reshape(len(pols), runs)
-    return {"optimal_total": opt, "totals": totals, "pct": 100.0 * totals / opt}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = np.where(opt > 0, 100.0 * totals / np.where(opt > 0, opt, 1.0), 100.0 * (totals == 0))
+    if np.any(opt == 0):
+        import warnings
+
+        from ._validation import CrowdlibWarning
+
+        warnings.warn(f"{setting.label}: Optimal collected 0 tasks in {int((opt == 0).sum())} runs; "
+                      "%Opt is set to 100 there when the policy also collected 0, else 0",
+                      CrowdlibWarning, stacklevel=2)
+    return {"optimal_total": opt, "totals": totals, "pct": pct}
 
 
 def _named_streams(seed: Any):

@@ -95,7 +95,19 @@ def _fingerprint(obj: Any, seen: set[int] | None = None, depth: int = 0) -> Any:
                 "kwdefaults": _fingerprint(obj.__kwdefaults__, seen, depth + 1),
                 "globals": glob, "closure": cells}
     if isinstance(obj, type):
-        return {"class": f"{obj.__module__}.{obj.__qualname__}"}
+        if obj.__module__.split(".")[0] in ("crowdlib", "builtins", "numpy", "pandas", "scipy"):
+            return {"class": f"{obj.__module__}.{obj.__qualname__}"}
+        if id(obj) in seen:
+            return {"class": obj.__qualname__}
+        seen.add(id(obj))                      # a class of the reader's own: its methods' code
+        return {"class": obj.__qualname__,
+                "body": {k: _fingerprint(v, seen, depth + 1) for k, v in sorted(vars(obj).items())
+                         if isinstance(v, (types.FunctionType, staticmethod, classmethod, property))
+                         or not k.startswith("__")}}
+    if isinstance(obj, (staticmethod, classmethod)):
+        return _fingerprint(obj.__func__, seen, depth + 1)
+    if isinstance(obj, property):
+        return [_fingerprint(f, seen, depth + 1) for f in (obj.fget, obj.fset, obj.fdel)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.generic):
@@ -112,7 +124,18 @@ def _fingerprint(obj: Any, seen: set[int] | None = None, depth: int = 0) -> Any:
         return {str(k): _fingerprint(v, seen, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if callable(obj) and hasattr(obj, "__wrapped__"):
         return _fingerprint(obj.__wrapped__, seen, depth + 1)
-    for attr in ("label", "name"):               # crowdlib's settings and policies name themselves
+    if type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "to_numpy"):
+        import pandas as pd
+
+        values = pd.util.hash_pandas_object(obj, index=True).to_numpy()
+        return {"pandas": type(obj).__name__, "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+                "columns": [str(c) for c in getattr(obj, "columns", [])]}
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict) and id(obj) not in seen:
+        seen.add(id(obj))                      # an object by its content, its class by its code
+        return {"object": _fingerprint(type(obj), seen, depth + 1),
+                "state": {k: _fingerprint(v, seen, depth + 1) for k, v in sorted(state.items())}}
+    for attr in ("label", "name"):               # objects without a __dict__ name themselves
         tag = getattr(obj, attr, None)
         if isinstance(tag, str) and tag:
             return {type(obj).__name__: tag}
@@ -213,7 +236,7 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
     log = logging.getLogger("crowdlib.cache")
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
-            out = CachedResult({k: data[k] for k in data.files})
+            out = CachedResult({k[2:]: data[k] for k in data.files})      # keys stored as "r_<key>"
         out.from_cache, out.path = True, path
         log.info("loaded %s from the cache (%s)", name, path.name)
         return out
@@ -222,6 +245,13 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
         raise TypeError(f"compute must return a mapping of names to arrays, got {type(raw).__name__}")
     result = CachedResult()
     for k, v in raw.items():
+        if type(v).__module__.split(".")[0] == "pandas":
+            raise TypeError(f"result {k!r} is a pandas object, which .npz would store without its "
+                            "index and columns; return df.to_dict('list') or its columns as arrays")
+        if isinstance(v, (list, tuple)) and v and len({type(x) for x in v if not isinstance(x, (int, float, bool, np.number))}) \
+                and any(isinstance(x, str) for x in v) and not all(isinstance(x, str) for x in v):
+            raise TypeError(f"result {k!r} mixes strings and numbers, which an array would turn into "
+                            "strings; store them as separate keys")
         if not isinstance(k, str) or not k:
             raise TypeError(f"compute's result keys must be non-empty strings, got {k!r}")
         try:
@@ -235,7 +265,7 @@ def cached(name: str, compute: Callable[..., Mapping[str, Any]], **params: Any) 
         result[k] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one temporary file per process
-    np.savez(tmp, **result)
+    np.savez(tmp, **{f"r_{k}": v for k, v in result.items()})   # a key named "file" cannot clash
     tmp.replace(path)
     result.from_cache, result.path = False, path
     log.info("computed %s and stored it in the cache (%s)", name, path.name)

@@ -93,7 +93,7 @@ def optimal_participants_uniform(v: float) -> int:
     v : float
         The principal's value, ``v >= 0``.
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     k = math.isqrt(math.floor(v))  # exact integer square root: k^2 <= v < (k + 1)^2
     return k - 1 if k * k + k > v else k
 
@@ -105,9 +105,18 @@ def expected_max_quality(v: float, m: int, quality: str | QualityModel = "unifor
     the integral ``int_0^v (1 - F(x)^m) dx`` of the [0, v] truncated normal with
     ``mu = v`` and ``sigma = v / 8`` (Section 2.2).
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     m = check.integer("m", m, low=0)
     return get_quality(quality).expected_max_iid(v, m)
+
+
+#: the largest value :func:`optimal_participants` scans: E[max] ~ v must resolve a unit of effort
+MAX_SCAN_VALUE = 1e12
+
+
+def _value(v: Any) -> float:
+    """The principal's value ``v >= 0`` (finite)."""
+    return check.real("v", v, low=0.0)
 
 
 def optimal_participants(v: float, quality: str | QualityModel = "uniform",
@@ -118,7 +127,11 @@ def optimal_participants(v: float, quality: str | QualityModel = "uniform",
     marginal value of an i.i.d. agent, ``int F^m (1 - F)``, decreases in ``m``,
     so the scan stops at the first agent worth less than its unit cost.
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
+    if v > MAX_SCAN_VALUE:
+        raise ValueError(f"v must be at most {MAX_SCAN_VALUE:g} for the scan of Eq. (11): beyond it a unit "
+                         f"of effort is lost in the rounding of E[max] (use optimal_participants_uniform "
+                         f"for uniform quality), got {v:g}")
     if n is not None:
         n = check.integer("n", n, low=0)
     model = get_quality(quality)
@@ -126,16 +139,24 @@ def optimal_participants(v: float, quality: str | QualityModel = "uniform",
     m = 0
     while n is None or m < n:
         m += 1
+        if m > MAX_SCAN:
+            raise ValueError(f"v = {v:g} needs more than {MAX_SCAN} participants under the "
+                             f"{model.name} model; the scan of Eq. (11) stops there (use a smaller v, "
+                             "or optimal_participants_uniform for uniform quality)")
         values.append(model.expected_max_iid(v, m) - m)
         if values[-1] < values[-2] - _TIE_RTOL * max(1.0, abs(values[-2])):
             break
     return _largest_argmax(np.array(values))
 
 
+#: the most participants :func:`optimal_participants` scans for a non-uniform quality model
+MAX_SCAN = 100_000
+
+
 def welfare(v: float, efforts: ArrayLike, skills: ArrayLike,
             quality: str | QualityModel = "uniform") -> float:
     """Eq. (3): E[max_i Q_i] - sum_i effort_i for a given effort profile."""
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     e = check.real_vector("efforts", efforts, low=0.0, high=1.0)
     s = check.real_vector("skills", skills, low=0.0, high=1.0, length=e.size,
                           length_name="the number of efforts")
@@ -157,7 +178,7 @@ def efficient_efforts(v: float, skills: ArrayLike,
     top-``k`` prefix, ``k`` the largest maximiser of ``E[max] - k`` (Eq. 11
     when skills are equal, where the first m* agents participate).
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     s = check.real_vector("skills", skills, low=0.0, high=1.0)
     model = get_quality(quality)
     return _efficient_efforts(v, s, model)
@@ -264,7 +285,7 @@ def csec(v: float, n: int, qualities: Sequence[float] | NDArray[np.float64],
         Lowest value the principal can have. When given, the principal is also
         charged ``G = W(v_low)`` (Eq. 34) and each agent paid ``G / n``.
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     n = check.integer("n", n, low=1)
     q = check.real_vector("qualities", qualities, low=0.0, high=v, length=n, length_name="n")
     model = get_quality(quality)
@@ -542,7 +563,7 @@ def csec_expected_outcome(v: float, n: int, quality: str | QualityModel = "unifo
     efforts : ``{agent: effort}`` for agents who deviate from delta*.
     v_low : if given, the surplus redistribution of Eqs. (34)-(37) is applied.
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     n = check.integer("n", n, low=1)
     rv = v if reported_v is None else check.real("reported_v", reported_v, low=0.0)
     model = get_quality(quality)
@@ -636,7 +657,7 @@ def simulate_csec(v: float, n: int, quality: str | QualityModel = "uniform", run
     ``agent_utility`` (runs, n), ``principal_utility`` (runs,), ``revenue`` (runs,).
     ``rng`` is a Generator or a seed; ``efforts`` lets agents deviate.
     """
-    v = check.real("v", v, low=0.0)
+    v = _value(v)
     n = check.integer("n", n, low=1)
     runs = check.integer("runs", runs, low=1)
     gen = check.generator("rng", rng)

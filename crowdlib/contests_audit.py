@@ -200,7 +200,9 @@ class _Draws:
 
     @classmethod
     def make(cls, n: int, points: int, replicates: int, seed) -> "_Draws":
-        children = check.seed_sequence("seed", seed).spawn(replicates)
+        from .experiments import spawn
+
+        children = spawn(seed, replicates)      # int, SeedSequence or Generator; no side effect
         u = np.stack([qmc.Sobol(d=n, scramble=True, seed=np.random.default_rng(c)).random(points)
                       for c in children])
         # keep the uniforms off the end points, where some quantile functions are infinite

@@ -314,6 +314,8 @@ def piece_rate(rewards: Any, budget: float) -> FloatArray:
 def bonus_pool(shares: Any) -> FloatArray:
     """Bonus pool: agent ``i`` gets ``shares[i]`` of the budget only if all agents succeed."""
     s = real_vector("shares", shares, low=0.0)
+    if s.size == 0 or s.size > ENUMERATION_LIMIT:
+        raise ValueError(f"shares must hold 1 to {ENUMERATION_LIMIT} agents (exact enumeration), got {s.size}")
     if s.sum() > 1 + 1e-12:
         raise ValueError(f"shares must sum to at most 1, got {s.sum():g}")
     X = np.zeros((2 ** s.size, s.size))
@@ -539,7 +541,9 @@ def luce_contract_for(p: Any, budget: float, cost_coefficients: Any,
         raise ValueError(f"p violates condition (5) for T = {T}: expected pay to T exceeds "
                          f"B * Pr(someone in T succeeds) by {-slack[worst]:.3g}")
     if abs(slack[-1]) > tol[-1]:
-        need = float(np.sum(p * r) / (1 - np.prod(1 - p)))
+        # 1 - prod(1 - p) loses everything to rounding for tiny p; -expm1(sum log1p(-p)) does not
+        reach = float(-np.expm1(np.sum(np.log1p(-p))))
+        need = float(np.sum(r * (p / reach))) if reach > 0 else float("inf")
         raise ValueError(f"condition (5) needs equality for T = N: budget must be {need:.12g} "
                          f"for this p, got {B:g}")
     top = _marginal_cost(cost_coefficients, p.size, "p")(np.ones(p.size))

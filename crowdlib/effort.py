@@ -132,7 +132,11 @@ def interior_effort_gap(v: float, quality: str | QualityModel = "truncnorm",
     g = marginal_efficiency(v, np.linspace(0.0, 1.0, n_effort), np.linspace(0.0, v, n_beta),
                             quality, zero_effort=zero_effort)
     ends = np.maximum(g[0], g[-1])
-    return float(np.max(g[1:-1].max(axis=0) - ends))
+    out = float(np.max(g[1:-1].max(axis=0) - ends))
+    if not np.isfinite(out):
+        raise ValueError(f"v = {v:g} is outside the range where the {quality if isinstance(quality, str) else 'given'} "
+                         "model's efficiencies are finite; use a smaller v")
+    return out
 
 
 def grid_threshold(values: NDArray[np.float64], quality: str | QualityModel = "truncnorm",

@@ -45,7 +45,7 @@ from scipy import stats
 from . import _validation as check
 
 __all__ = ["MeanCI", "mean_ci", "Comparison", "compare", "MIN_SAMPLES", "sweep", "map_points",
-           "point_key", "root_sequence", "point_sequence", "spawn"]
+           "point_key", "root_sequence", "point_sequence", "spawn", "reemit"]
 
 MIN_SAMPLES = 10
 
@@ -204,18 +204,20 @@ def spawn(seed: Any, n: int, name: str = "seed") -> list[np.random.SeedSequence]
     Child ``k`` is the SeedSequence with ``k`` appended to the parent's spawn key: the children
     ``numpy.random.SeedSequence.spawn`` would give a fresh parent, but without its side
     effect, so the same SeedSequence always gives the same children."""
-    n = check.integer("n", n, low=0)
+    n = check.integer("n", n, low=0, high=10**7)
     root = root_sequence(seed, name)
     return [np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size)
             for k in range(n)]
 
 
-def _canonical(value: Any, name: str) -> Any:
+def _canonical(value: Any, name: str, depth: int = 0) -> Any:
     """A JSON-able stand-in for a grid value, stable across processes and runs: numbers, strings,
     booleans, None, sequences and mappings of them, arrays, and objects naming themselves by a
     ``name`` or ``label`` string (crowdlib's policies and settings)."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -229,9 +231,22 @@ def _canonical(value: Any, name: str) -> Any:
         return {"array": value.dtype.str, "shape": list(value.shape),
                 "data": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v, f"{name}[{k!r}]") for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): _canonical(v, f"{name}[{k!r}]", depth + 1)
+                for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v, name) for v in value]
+        return [_canonical(v, name, depth + 1) for v in value]
+    if depth > 8:
+        raise ValueError(f"grid value {name} nests too deeply")
+    state = getattr(value, "__dict__", None)
+    if isinstance(state, dict) and not callable(value):
+        # an object by its content (a policy's parameters, a setting's instance), not its name;
+        # an object holding functions falls back to its name or label below
+        try:
+            return {f"{type(value).__module__}.{type(value).__qualname__}":
+                    {k: _canonical(v, f"{name}.{k}", depth + 1) for k, v in sorted(state.items())
+                     if not k.startswith("_")}}
+        except TypeError:
+            pass
     for attr in ("label", "name"):
         tag = getattr(value, attr, None)
         if isinstance(tag, str) and tag:
@@ -300,8 +315,22 @@ def _points(grid: Any) -> list[dict[str, Any]]:
 
 
 def _call(func: Callable[..., Any], point: dict[str, Any], seq: np.random.SeedSequence) -> Any:
-    """One point's work (a module-level function, so process pools can pickle it)."""
-    return func(**point, rng=np.random.default_rng(seq))
+    """One point's work (a module-level function, so process pools can pickle it), with the
+    warnings it raised, so that the caller sees them wherever the point ran."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = func(**point, rng=np.random.default_rng(seq))
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def reemit(caught: list, where: str) -> None:
+    """Raise again, in the caller, the warnings a worker recorded (category and message)."""
+    import warnings
+
+    for category, message in caught:
+        warnings.warn(f"{message} [{where}]", category, stacklevel=3)
 
 
 def map_points(func: Callable[..., Any], grid: Any, *, seed: Any, executor: Executor | None = None,
@@ -324,21 +353,23 @@ def map_points(func: Callable[..., Any], grid: Any, *, seed: Any, executor: Exec
     bar = tqdm(total=len(points), desc=desc, disable=not progress, file=sys.stderr, mininterval=2.0)
     try:
         if executor is None:
-            results = []
+            outs = []
             for p, s in zip(points, seqs):
-                results.append(_call(func, p, s))
+                outs.append(_call(func, p, s))
                 bar.update()
         else:
             from concurrent.futures import as_completed
 
             futures = {executor.submit(_call, func, p, s): i for i, (p, s) in enumerate(zip(points, seqs))}
-            results = [None] * len(points)
+            outs = [None] * len(points)
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                outs[futures[fut]] = fut.result()
                 bar.update()
     finally:
         bar.close()
-    return points, results
+    for p, (_, caught) in zip(points, outs):     # in grid order, whatever the executor
+        reemit(caught, f"at {point_key(p)}")
+    return points, [r for r, _ in outs]
 
 
 def _scalar_value(v: Any, where: str) -> Any:
@@ -354,8 +385,12 @@ def _scalar_value(v: Any, where: str) -> Any:
 
 def _column_value(v: Any) -> Any:
     """A grid value as a table cell: itself if scalar, else its canonical text."""
-    if v is None or isinstance(v, (bool, int, float, str, np.integer, np.floating)):
+    if v is None or isinstance(v, (bool, int, float, str, np.integer, np.floating, np.bool_)):
         return v.item() if isinstance(v, np.generic) else v
+    for attr in ("label", "name"):                     # a policy or setting shows its name
+        tag = getattr(v, attr, None)
+        if isinstance(tag, str) and tag:
+            return tag
     c = _canonical(v, "value")
     if isinstance(c, dict) and len(c) == 1 and isinstance(next(iter(c.values())), str):
         return next(iter(c.values()))                  # an object's name or label

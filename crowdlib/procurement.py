@@ -264,7 +264,17 @@ def _instance(costs: Any, utilities: Any, budget: Any) -> tuple[FloatArray, Floa
         if not np.all(np.isfinite(c / u)):
             raise ValueError("costs / utilities must be finite: a utility is too small for its cost "
                              f"(largest ratio {np.max(c / u):g})")
+        # the stopping rate scales like budget / sum(u); beyond this range prices overflow
+        scale = B / float(u.sum())
+    if not (MIN_RATE_SCALE <= scale <= MAX_RATE_SCALE):
+        raise ValueError(f"budget / sum(utilities) must lie in [{MIN_RATE_SCALE:g}, {MAX_RATE_SCALE:g}] "
+                         f"(a price per unit of utility that floating point can represent), got {scale:g}")
     return c, u, B
+
+
+#: the range of ``budget / sum(utilities)`` the mechanisms accept: prices outside it over- or
+#: underflow double precision
+MIN_RATE_SCALE, MAX_RATE_SCALE = 1e-280, 1e280
 
 
 def largeness(costs: Any, budget: Any) -> float:
@@ -272,7 +282,12 @@ def largeness(costs: Any, budget: Any) -> float:
     c = real_vector("costs", costs, low=0.0)
     if c.size == 0:
         raise ValueError("costs must not be empty")
-    return float(c.max() / real("budget", budget, low=0.0, low_open=True))
+    B = real("budget", budget, low=0.0, low_open=True)
+    with np.errstate(over="ignore"):
+        theta = float(c.max() / B)
+    if not np.isfinite(theta):
+        raise ValueError(f"budget must be large enough that max(costs) / budget is finite, got {B:g}")
+    return theta
 
 
 # ------------------------------------------------------------------ OPT
@@ -351,18 +366,35 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
     def excess(r: float) -> float:
         return _payment_sum(rule, rho, u, r) - B
 
-    hi = max(float(rho.max()), 1e-300)
-    while excess(hi) <= 0:
+    hi = max(float(rho.max()), B / float(u.sum()), 1e-300)
+    for _ in range(2200):                      # bounded: _instance keeps B / sum(u) in range
+        if excess(hi) > 0:
+            break
         hi *= 2.0
+    else:  # pragma: no cover
+        raise RuntimeError("no stopping rate spends the budget")
     lo = hi / 2.0
-    while lo > 0 and excess(lo) > 0:
+    for _ in range(2200):
+        if not (lo > 0 and excess(lo) > 0):
+            break
         hi, lo = lo, lo / 2.0
     if rule.continuous:
         r = optimize.brentq(excess, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
         r = min(max(r, lo), hi)
-        while excess(r) > 0:  # step down to the feasible side by a few ulps
+        for _ in range(16):                    # step down to the feasible side by a few ulps
+            if excess(r) <= 0:
+                return float(r)
             r = np.nextafter(r, 0.0)
-        return float(r)
+        a, z = lo, r                           # still infeasible (subnormal rates): bisect
+        for _ in range(1100):
+            mid = 0.5 * (a + z)
+            if mid <= a or mid >= z:
+                break
+            if excess(mid) <= 0:
+                a = mid
+            else:
+                z = mid
+        return float(a)
     for _ in range(1100):  # bisection keeps excess(lo) <= 0 < excess(hi)
         mid = 0.5 * (lo + hi)
         if mid <= lo or mid >= hi:
@@ -924,8 +956,8 @@ def best_step_rule_ratio(cells: int = 100, tol: float = 1e-6) -> tuple[float, Fl
     linear program (:func:`scipy.optimize.linprog`); ``R`` is found by bisection.
     Returns ``(R, step values)``. The limit as ``cells`` grows is ``1 - 1/e``.
     """
-    cells = integer("cells", cells, low=2)
-    tol = real("tol", tol, low=0.0, low_open=True)
+    cells = integer("cells", cells, low=2, high=2000)
+    tol = real("tol", tol, low=1e-12, high=0.5)
     h = 1.0 / cells
     # step value v_j on [j h, (j+1) h). Inside cell k, phi = v_k and p(x) = (k+1) h v_k +
     # h sum_{j>k} v_j are constant, so 1 + p(x) - x is largest, and the ratio smallest, at
@@ -1076,10 +1108,10 @@ def market(family: str, n: int, rng: Any) -> tuple[FloatArray, FloatArray, float
     return costs, rng.uniform(0.5, 1.5, n), 0.25 * float(costs.sum())
 
 
-def _ratio_cell(family: str, n: int, rng: Any, *, families: tuple[str, ...], seed: int,
+def _ratio_cell(family: str, n: int, rng: Any, *, families: tuple[str, ...], seed: Any,
                 count: int) -> list[tuple[float, ...]]:
     """One (family, n) cell of :func:`ratio_sweep`, on its named stream (``rng`` unused)."""
-    g = np.random.default_rng([seed, families.index(family), n])
+    g = np.random.default_rng(_ratio_stream(seed, family, n))
     rows = []
     for _ in range(count):
         c, u, B = market(family, n, g)
@@ -1093,8 +1125,10 @@ def ratio_sweep(families: list[str], sizes: list[int], reps: Callable[[int], int
                 seed: int, progress: bool = True, executor: Any = None) -> dict[str, FloatArray]:
     """Mechanism 2 (optimal and uniform rules) against OPT on random markets.
 
-    For each family and size ``n``, ``reps(n)`` instances are drawn from
-    ``numpy.random.default_rng([seed, family index, n])``. Returns flat arrays
+    For each family and size ``n``, ``reps(n)`` instances are drawn from a stream named by the
+    family and the size, ``numpy.random.default_rng([seed, crc32(family), n])`` for an int seed
+    (a SeedSequence or Generator gets the two names appended to its spawn key): adding,
+    removing or reordering families or sizes leaves the other cells unchanged. Returns flat arrays
     ``family`` (index into ``families``), ``n``, ``theta``, ``optimal``,
     ``uniform`` (the two ratios to OPT), one entry per instance. The cells run through
     :func:`crowdlib.experiments.map_points`, on ``executor`` if given, with the same result.
@@ -1107,14 +1141,28 @@ def ratio_sweep(families: list[str], sizes: list[int], reps: Callable[[int], int
     for f in fams:
         if f not in FAMILIES:
             raise ValueError(f"families must be names in {sorted(FAMILIES)}, got {f!r}")
-    seed = integer("seed", seed, low=0)
+    if isinstance(seed, np.random.Generator):     # drawn from once: every cell sees one root
+        from .experiments import root_sequence
+
+        seed = root_sequence(seed)
+    elif not isinstance(seed, np.random.SeedSequence):
+        seed = integer("seed", seed, low=0)
     ns = [integer("sizes", n, low=4) for n in sizes]
     points = [{"family": f, "n": n, "count": integer("reps(n)", reps(n), low=1)} for f in fams for n in ns]
     cell = functools.partial(_ratio_cell_point, families=fams, seed=seed)
-    _, results = map_points(cell, points, seed=seed, executor=executor, progress=progress, desc="markets")
+    _, results = map_points(cell, points, seed=0, executor=executor, progress=progress, desc="markets")
     out = np.array([row for rows in results for row in rows], dtype=float)
     return {"family": out[:, 0].astype(int), "n": out[:, 1].astype(int), "theta": out[:, 2],
             "optimal": out[:, 3], "uniform": out[:, 4]}
+
+
+def _ratio_stream(seed: Any, family: str, n: int) -> Any:
+    import zlib
+
+    tag = zlib.crc32(family.encode())
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, tag, n))
+    return [seed, tag, n]
 
 
 def _ratio_cell_point(family: str, n: int, count: int, rng: Any, *, families: tuple[str, ...],
@@ -1154,14 +1202,17 @@ def _sizes(sizes: Any) -> list[int]:
 
 
 def _streams(seed: Any, ns: list[int], suffix: tuple[int, ...]) -> list[np.random.Generator]:
-    """One generator per market size: ``[seed, n, *suffix]`` for an int seed (the chapters'
-    streams), children of a SeedSequence or of a Generator otherwise."""
+    """One generator per market size, named by the size (never by its position in ``ns``):
+    ``[seed, n, *suffix]`` for an int seed (the chapters' streams); for a SeedSequence (or a
+    Generator, drawn from once) the size and suffix are appended to its spawn key, without
+    changing it, so the same object gives the same streams on every call."""
     from ._validation import seed_sequence
+    from .experiments import root_sequence
 
-    if isinstance(seed, np.random.Generator):
-        return list(seed.spawn(len(ns)))
-    if isinstance(seed, np.random.SeedSequence):
-        return [np.random.default_rng(c) for c in seed.spawn(len(ns))]
+    if isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        root = root_sequence(seed)
+        return [np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, n, *suffix)))
+                for n in ns]
     root = seed_sequence("seed", seed)
     return [np.random.default_rng([int(root.entropy), n, *suffix]) for n in ns]
 

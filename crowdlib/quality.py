@@ -66,6 +66,7 @@ class QualityModel(ABC):
         Used for common random numbers (the same uniforms drive every deviation). This default
         bisects the c.d.f. (60 halvings of ``[0, v]``); the built-in models use closed forms.
         """
+        v = _v(v)
         u, level = np.broadcast_arrays(*_quantile_args(u, level))
         lo, hi = np.zeros(u.shape), np.full(u.shape, float(v))
         for _ in range(60):
@@ -76,6 +77,7 @@ class QualityModel(ABC):
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """E[max of m i.i.d. full-effort, skill-1 goods]; 0 for m = 0."""
+        v, m = _v(v), check.integer("m", m, low=0, high=10**7)
         if m == 0 or v == 0.0:
             return 0.0
         return self.expected_max(v, np.ones(m), np.ones(m))
@@ -92,8 +94,10 @@ class QualityModel(ABC):
     def expected_max_leave_one_out(self, v: float, efforts: ArrayLike,
                                    skills: ArrayLike) -> tuple[float, NDArray[np.float64]]:
         """E[max of all goods] and, for each agent i, E[max of the goods of the others]."""
-        efforts = np.asarray(efforts, dtype=float)
-        skills = np.asarray(skills, dtype=float)
+        v = _v(v)
+        efforts = check.real_vector("efforts", efforts, low=0.0, high=1.0)
+        skills = check.real_vector("skills", skills, low=0.0, high=1.0, length=efforts.size,
+                                   length_name="one per effort")
         active = efforts > 0
         without = np.zeros(efforts.size)
         if v == 0.0 or not np.any(active):
@@ -119,13 +123,48 @@ class QualityModel(ABC):
 _GAUSS = np.polynomial.legendre.leggauss(96)
 
 
+def _v(v) -> float:
+    """The principal's value: finite and >= 0."""
+    return check.real("v", v, low=0.0)
+
+
+def _array(name: str, x, *, low: float | None = None, high: float | None = None,
+           allow_inf: bool = False) -> NDArray[np.float64]:
+    """A real array (any shape), no NaN, finite unless ``allow_inf``, within [low, high]."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a number or an array of numbers, got a string")
+    arr = np.asarray(x)
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex values")
+    try:
+        arr = arr.astype(float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}") from None
+    if np.any(np.isnan(arr)) or (not allow_inf and not np.all(np.isfinite(arr))):
+        raise ValueError(f"{name} must be {'real' if allow_inf else 'finite'} numbers, got NaN or inf")
+    if (low is not None and np.any(arr < low)) or (high is not None and np.any(arr > high)):
+        raise ValueError(f"{name} must lie in [{low}, {high}]")
+    return arr
+
+
+def _level(level) -> NDArray[np.float64]:
+    return _array("level", level, low=0.0)
+
+
+def _size(size) -> tuple[int, ...]:
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size),)
+    if not isinstance(size, tuple) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                              and s >= 0 for s in size):
+        raise TypeError(f"size must be a tuple of non-negative ints, got {size!r}")
+    if int(np.prod(size, dtype=float)) > 10**9:
+        raise ValueError(f"size must describe at most 1e9 draws, got {size}")
+    return tuple(int(s) for s in size)
+
+
 def _quantile_args(u: ArrayLike, level: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    u = np.asarray(u, dtype=float)
-    level = np.asarray(level, dtype=float)
-    if not np.all((u >= 0) & (u <= 1)):
-        raise ValueError("u must hold probabilities in [0, 1]")
-    if not np.all(np.isfinite(level) & (level >= 0)):
-        raise ValueError("level (effort * skill) must be finite and >= 0")
+    u = _array("u", u, low=0.0, high=1.0)
+    level = _level(level)
     return u, level
 
 
@@ -135,32 +174,35 @@ class UniformQuality(QualityModel):
     name = "uniform"
 
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
-        x = np.asarray(x, dtype=float)
-        top = np.asarray(level, dtype=float) * v
+        x = _array("x", x, allow_inf=True)
+        top = _level(level) * _v(v)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(top > 0, x / np.where(top > 0, top, 1.0), np.inf)
         return np.clip(np.where(x < 0, 0.0, ratio), 0.0, 1.0)
 
     def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
-        beta = np.asarray(beta, dtype=float)
-        top = np.asarray(level, dtype=float) * v
+        beta = _array("beta", beta, allow_inf=True)
+        top = _level(level) * _v(v)
         gap = np.clip(top - beta, 0.0, None)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(top > 0, gap**2 / (2 * np.where(top > 0, top, 1.0)), 0.0)
+            # gap * (gap / 2 top), not gap**2 / (2 top): the square overflows for v near 1e154
+            return np.where(top > 0, gap * (gap / (2 * np.where(top > 0, top, 1.0))), 0.0)
 
     def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
                size: tuple[int, ...]) -> NDArray[np.float64]:
-        return rng.uniform(0.0, 1.0, size=size) * np.asarray(level, dtype=float) * v
+        rng, size = check.generator("rng", rng), _size(size)
+        return rng.uniform(0.0, 1.0, size=size) * _level(level) * _v(v)
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         u, level = _quantile_args(u, level)
-        return u * level * v
+        return u * level * _v(v)
 
     def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
         return list(levels * v)
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Eq. (20): the maximum of m draws from U[0, v] has mean m v / (m + 1)."""
+        v, m = _v(v), check.integer("m", m, low=0, high=10**15)
         return m * v / (m + 1)
 
 
@@ -178,13 +220,19 @@ class TruncNormQuality(QualityModel):
         self.name = "truncnorm" if sigma_ratio == 1 / 8 else f"truncnorm(sigma=v*{sigma_ratio:g})"
 
     def _std(self, v: float, level: ArrayLike) -> tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray[np.float64]]:
-        mu = np.asarray(level, dtype=float) * v
+        v = _v(v)
+        if v == 0.0:
+            raise ValueError("v must be > 0 for the truncated normal (its scale is sigma_ratio * v)")
+        mu = _level(level) * v
         sd = self.sigma_ratio * v
+        if sd < np.finfo(float).tiny:
+            raise ValueError(f"v must be large enough that the scale sigma_ratio * v is a normal float "
+                             f"(at least {np.finfo(float).tiny / self.sigma_ratio:g}), got {v:g}")
         return mu, sd, (0.0 - mu) / sd, (v - mu) / sd
 
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         mu, sd, a, b = self._std(v, level)
-        return stats.truncnorm.cdf(np.asarray(x, dtype=float), a, b, loc=mu, scale=sd)
+        return stats.truncnorm.cdf(_array("x", x, allow_inf=True), a, b, loc=mu, scale=sd)
 
     def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         """Closed form: for X ~ N(mu, sd) on [0, v] and beta in [0, v],
@@ -194,7 +242,7 @@ class TruncNormQuality(QualityModel):
         with ``c = (beta - mu)/sd``, ``b = (v - mu)/sd``, ``Z = Phi(b) - Phi(a)``.
         """
         mu, sd, a, b = self._std(v, level)
-        beta = np.clip(np.asarray(beta, dtype=float), 0.0, v)
+        beta = np.clip(_array("beta", beta, allow_inf=True), 0.0, v)
         c = (beta - mu) / sd
         z = special.ndtr(b) - special.ndtr(a)
         pdf = stats.norm.pdf
@@ -202,6 +250,7 @@ class TruncNormQuality(QualityModel):
 
     def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
                size: tuple[int, ...]) -> NDArray[np.float64]:
+        rng, size = check.generator("rng", rng), _size(size)
         mu, sd, a, b = self._std(v, level)
         return stats.truncnorm.rvs(a, b, loc=mu, scale=sd, size=size, random_state=rng)
 
@@ -212,6 +261,7 @@ class TruncNormQuality(QualityModel):
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Scale invariance: E[max] = v * c_m with c_m computed once at v = 1."""
+        v, m = _v(v), check.integer("m", m, low=0, high=10**6)
         if m == 0 or v == 0.0:
             return 0.0
         return v * _truncnorm_unit_max(self.sigma_ratio, m)

@@ -79,3 +79,22 @@ def test_cached_keys_on_the_compute_function_and_what_it_reads(tmp_path, monkeyp
     with pytest.raises(TypeError, match="params"):
         cached("bad_param", lambda p: {"x": 1}, p=object())
     assert B.cache_key("k", compute, k=1) == B.cache_key("k", compute, k=1)
+
+
+def test_figure_labels_are_unique_and_the_template_has_none():
+    """A copy of the template must not clash with it: its figures carry no label, and the
+    labels of all pages are unique."""
+    import collections
+
+    import jupytext
+
+    from crowdlib import book
+
+    labels = collections.Counter()
+    for page in book.page_names():
+        for cell in jupytext.read(book.page_source(page)).cells:
+            name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name")
+            if name:
+                labels[name] += 1
+                assert page != "experiments/template", "the template's figures must have no label"
+    assert not [k for k, v in labels.items() if v > 1]
