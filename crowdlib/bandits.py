@@ -26,14 +26,20 @@ leaves open is resolved as follows, listed here once:
 
 Simulation is vectorised over runs (A.2): the state of all runs is a set of
 ``(runs, K)`` arrays and every policy decides for all runs at once. Sums of a
-period's users on one arm are drawn exactly (one beta and one binomial draw per
-user) when the cell has fewer than :data:`EXACT_BELOW` users, and otherwise
-from a normal with the exact beta-binomial mean and variance, rounded and
-clipped (``draws="auto"``, the default; ``draws="exact"`` draws every user).
+period's users on one arm are drawn from their exact law (``draws="law"``, the default): a
+user's tasks take the ``R + 1`` values of a beta-binomial, so the total of ``m`` users has the
+law of its ``m``-fold convolution (support ``0..m R``), computed once per (arm, m) by an FFT power
+(:func:`total_law`, cached) and sampled by inverse c.d.f. with one uniform per cell. Totals
+whose support exceeds :data:`LAW_MAX_SUPPORT` are split into independent blocks, each drawn from
+its exact law, so the draw stays exact. The references: ``draws="exact"`` draws every user (one
+beta and one binomial variate each); ``draws="auto"`` is the former default, per-user draws below
+:data:`EXACT_BELOW` users and a rounded, clipped normal with the exact mean and variance above
+(it loses the skew: the approximation is kept only to compare with).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -66,6 +72,9 @@ __all__ = [
     "random_instances",
     "hais_targets",
     "EXACT_BELOW",
+    "LAW_MAX_SUPPORT",
+    "DRAWS",
+    "total_law",
     "Setting",
     "percent_of_optimal",
     "run_grid",
@@ -78,6 +87,147 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 #: cells with at least this many users are drawn from the normal approximation (draws="auto")
 EXACT_BELOW = 30
+
+#: a group of ``count`` cells of ``m`` users each is drawn user by user (also exactly) when it
+#: has at most PER_USER_CELLS cells and PER_USER_BELOW users in all: computing its law would
+#: cost more than the draws it serves; otherwise it is drawn from the total-task law
+PER_USER_CELLS = 12
+PER_USER_BELOW = 4096
+#: a call with at most this many users in all is drawn user by user, in one vectorised batch
+PER_USER_TOTAL = 20_000
+
+#: the largest support ``m R + 1`` of a total-task law computed in one FFT; larger totals are
+#: drawn as sums of independent blocks
+LAW_MAX_SUPPORT = 1 << 16
+
+DRAWS = ("law", "exact", "auto")
+
+
+def _user_pmf(R: int, mean: float, dispersion: float) -> FloatArray:
+    """The law of one user's tasks: beta-binomial(R, kappa q, kappa (1 - q)), q = mean / R
+    (closed form through log-gamma functions; scipy.stats.betabinom agrees, see the tests)."""
+    from scipy.special import betaln, gammaln
+
+    q = mean / R
+    pmf = np.zeros(R + 1)
+    if q <= 0.0:
+        pmf[0] = 1.0
+    elif q >= 1.0:
+        pmf[R] = 1.0
+    else:
+        a, b = dispersion * q, dispersion * (1 - q)
+        k = np.arange(R + 1)
+        logc = gammaln(R + 1) - gammaln(k + 1) - gammaln(R - k + 1)
+        pmf = np.exp(logc + betaln(k + a, R - k + b) - betaln(a, b))
+    return pmf / pmf.sum()
+
+
+#: cached c.d.f.s of total-task laws, keyed by (R, mean, dispersion, m); bounded by the number of
+#: stored floats (oldest entries go first)
+_LAW_CACHE: dict[tuple, FloatArray] = {}
+_LAW_CACHE_FLOATS = [0]
+LAW_CACHE_LIMIT = 20_000_000
+
+
+def _total_cdfs(R: int, mean: float, dispersion: float, ms: NDArray[np.int64]) -> list[FloatArray]:
+    """c.d.f.s of the totals of ``m`` users for every ``m`` in ``ms`` (support ``0..m R``), by
+    FFT powers of one user's law: the missing ones in one batched inverse transform."""
+    keys = [(R, mean, dispersion, int(m)) for m in ms]
+    missing = sorted({k[3] for k in keys if k not in _LAW_CACHE})
+    if missing:
+        from scipy.fft import irfft, next_fast_len, rfft
+
+        pmf1 = _user_pmf(R, mean, dispersion)
+        L = next_fast_len(max(missing) * R + 1, real=True)
+        F = rfft(pmf1, L)
+        for start in range(0, len(missing), 64):          # bounded memory: 64 laws at a time
+            group = np.array(missing[start:start + 64])
+            pmfs = irfft(F[None, :] ** group[:, None], L, axis=1)
+            for m, pmf in zip(group, pmfs):
+                pmf = np.clip(pmf[: m * R + 1], 0.0, None)   # round-off: tiny negative tails
+                cdf = np.cumsum(pmf / pmf.sum())
+                cdf[-1] = 1.0
+                cdf.flags.writeable = False
+                _LAW_CACHE[(R, mean, dispersion, int(m))] = cdf
+                _LAW_CACHE_FLOATS[0] += cdf.size
+        while _LAW_CACHE_FLOATS[0] > LAW_CACHE_LIMIT and len(_LAW_CACHE) > len(keys):
+            old = next(iter(_LAW_CACHE))
+            if old in keys:
+                break
+            _LAW_CACHE_FLOATS[0] -= _LAW_CACHE.pop(old).size
+    return [_LAW_CACHE[k] for k in keys]
+
+
+def _total_cdf(R: int, mean: float, dispersion: float, m: int) -> FloatArray:
+    """c.d.f. of the total tasks of ``m`` users (support ``0..m R``)."""
+    return _total_cdfs(R, mean, dispersion, np.array([m]))[0]
+
+
+def total_law(R: int, mean: float, dispersion: float, m: int) -> FloatArray:
+    """The exact law (p.m.f. on ``0..m R``) of the total tasks of ``m`` users of one arm.
+
+    A user's tasks are beta-binomial(``R``, ``kappa q``, ``kappa (1 - q)``) with ``q = mean / R``
+    and ``kappa = dispersion`` (A.2); the total of ``m`` independent users is the ``m``-fold
+    convolution, computed by an FFT power and cached per ``(R, mean, dispersion, m)``.
+    """
+    R = integer("R", R, low=1, high=10_000)
+    mean = real("mean", mean, low=0.0, high=float(R))
+    dispersion = real("dispersion", dispersion, low=0.0, low_open=True)
+    m = integer("m", m, low=1)
+    if m * R + 1 > LAW_MAX_SUPPORT:
+        raise ValueError(f"m * R + 1 must be at most {LAW_MAX_SUPPORT} (draws split larger totals "
+                         f"into blocks), got {m * R + 1}")
+    return np.diff(_total_cdf(R, mean, dispersion, m), prepend=0.0)
+
+
+def _draw_law(inst: "ISPInstance", users: IntArray, rng: np.random.Generator) -> FloatArray:
+    """Exact totals of ``users[r, i]`` users per cell. Cells are grouped by arm and size ``m``; a
+    large group is drawn from its total-task law (one uniform per cell, per block of
+    :data:`LAW_MAX_SUPPORT`), and the small groups of a call together user by user, in one
+    vectorised batch (one beta and one binomial variate per user, also exact)."""
+    out = np.zeros(users.shape)
+    R, K = inst.max_tasks, users.shape[1]
+    block = max(1, (LAW_MAX_SUPPORT - 1) // R)             # users per exactly-drawn block
+    kappa = float(inst.dispersion)
+    small = int(users.sum()) <= PER_USER_TOTAL              # a small call: every user, in one batch
+    per_user = users > 0 if small else np.zeros(users.shape, dtype=bool)
+    if small:
+        block = int(users.max()) + 1                        # no cell is split into blocks
+    for i in ([] if small else range(K)):
+        col = users[:, i]
+        if not np.any(col > 0):
+            continue
+        mean = float(inst.mean_tasks[i])
+        full, rest = np.divmod(col, block)
+        ms, inverse, counts = np.unique(rest, return_inverse=True, return_counts=True)
+        by_law = (ms > 0) & ((counts > PER_USER_CELLS) | (ms * counts > PER_USER_BELOW))
+        per_user[:, i] = (rest > 0) & ~by_law[inverse]
+        if np.any(by_law):
+            cdfs = dict(zip(ms[by_law].tolist(), _total_cdfs(R, mean, kappa, ms[by_law])))
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            for j in np.flatnonzero(by_law):
+                rows = order[bounds[j]:bounds[j + 1]]
+                cdf = cdfs[int(ms[j])]
+                out[rows, i] += np.minimum(np.searchsorted(cdf, rng.random(rows.size)), cdf.size - 1)
+        if full.max() > 0:                                  # whole blocks, each drawn exactly
+            cdf = _total_cdf(R, mean, kappa, block)
+            for k in range(1, int(full.max()) + 1):
+                rows = np.flatnonzero(full >= k)
+                out[rows, i] += np.minimum(np.searchsorted(cdf, rng.random(rows.size)), cdf.size - 1)
+    if np.any(per_user):                                    # the small groups, user by user
+        cell = np.flatnonzero(per_user.ravel())
+        m = (users.ravel()[cell] % block).astype(np.int64)
+        arm = np.repeat(cell % K, m)
+        q = inst.mean_tasks / R
+        a, b = kappa * q, kappa * (1 - q)
+        p = np.where((a[arm] > 0) & (b[arm] > 0),
+                     rng.beta(np.maximum(a[arm], 1e-300), np.maximum(b[arm], 1e-300)), q[arm])
+        x = rng.binomial(R, p)
+        flat = out.ravel()
+        flat[cell] += np.bincount(np.repeat(np.arange(cell.size), m), weights=x, minlength=cell.size)
+        out = flat.reshape(users.shape)
+    return out
 
 
 # ------------------------------------------------------------------ the instance
@@ -149,14 +299,16 @@ class ISPInstance:
         R, q = self.max_tasks, self.mean_tasks / self.max_tasks
         return R * q * (1 - q) * (R + self.dispersion) / (1 + self.dispersion)
 
-    def draw(self, users: IntArray, rng: np.random.Generator, draws: str = "auto") -> FloatArray:
+    def draw(self, users: IntArray, rng: np.random.Generator, draws: str = "law") -> FloatArray:
         """Total tasks of ``users[r, i]`` fresh users on arm ``i`` in run ``r``.
 
         ``users`` is an array of non-negative integers of shape ``(runs, arms)``; ``rng`` a
-        Generator; ``draws`` ``"auto"`` or ``"exact"`` (see the module docstring).
+        Generator; ``draws`` ``"law"`` (exact, by the precomputed total laws), ``"exact"``
+        (per-user draws) or ``"auto"`` (the normal approximation above :data:`EXACT_BELOW`
+        users); see the module docstring.
         """
-        if draws not in ("auto", "exact"):
-            raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+        if draws not in DRAWS:
+            raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         raw = np.asarray(users)
@@ -168,6 +320,8 @@ class ISPInstance:
         if np.any(raw < 0):
             raise ValueError("users must be >= 0")
         users = raw.astype(np.int64)
+        if draws == "law":
+            return _draw_law(self, users, rng)
         out = np.zeros(users.shape)
         K = self.arms
         exact = users > 0 if draws == "exact" else (users > 0) & (users < EXACT_BELOW)
@@ -311,6 +465,11 @@ def stepped_exploit(state: State, score: FloatArray) -> IntArray:
 
 
 # ------------------------------------------------------------------ policies (A.4-A.7)
+def _check_state(state: Any) -> None:
+    if not isinstance(state, State):
+        raise TypeError(f"state must be a crowdlib.bandits.State, got {type(state).__name__}")
+
+
 class Policy:
     """A policy decides, for all runs at once, how many contests of each arm to run this period.
 
@@ -321,8 +480,39 @@ class Policy:
 
     name = "policy"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every method of a subclass that takes the simulation ``state`` (``decide``, and helpers
+        such as ``exploit`` or ``index``) first checks that it was given a :class:`State`."""
+        super().__init_subclass__(**kwargs)
+        import functools
+        import inspect
+
+        for attr, raw in list(cls.__dict__.items()):
+            static = isinstance(raw, staticmethod)
+            fn = raw.__func__ if static else raw
+            if attr.startswith("__") or not inspect.isfunction(fn) or getattr(fn, "_checks_state", False):
+                continue
+            params = list(inspect.signature(fn).parameters)
+            if (params[:1] if static else params[1:2]) != ["state"]:
+                continue
+            if static:
+                @functools.wraps(fn)
+                def checked(state, *args, _fn=fn, **kw):
+                    _check_state(state)
+                    return _fn(state, *args, **kw)
+                checked._checks_state = True
+                setattr(cls, attr, staticmethod(checked))
+            else:
+                @functools.wraps(fn)
+                def checked(self, state, *args, _fn=fn, **kw):
+                    _check_state(state)
+                    return _fn(self, state, *args, **kw)
+                checked._checks_state = True
+                setattr(cls, attr, checked)
+
     def decide(self, state: State) -> IntArray:  # pragma: no cover - abstract
-        raise NotImplementedError
+        _check_state(state)
+        raise NotImplementedError(f"{type(self).__name__} must implement decide(state)")
 
     def __repr__(self) -> str:
         return self.name
@@ -646,7 +836,7 @@ def _seed_sequence(seed: Any) -> np.random.SeedSequence:
 
 
 def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, runs: int,
-             seed: Any, *, draws: str = "auto", executor: Any = None) -> FloatArray:
+             seed: Any, *, draws: str = "law", executor: Any = None) -> FloatArray:
     """Total tasks of ``runs`` independent runs of ``policy`` (vectorised over runs).
 
     ``seed`` is an int, a sequence of ints, a SeedSequence or a Generator (the book's one
@@ -665,8 +855,8 @@ def simulate(instance: ISPInstance, policy: Any, budget: float, periods: int, ru
     B = real("budget", budget, low=0.0, low_open=True)
     T = integer("periods", periods, low=2, high=10_000)
     n = integer("runs", runs, low=1, high=10**9)
-    if draws not in ("auto", "exact"):
-        raise ValueError(f"draws must be 'auto' or 'exact', got {draws!r}")
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
     most = MAX_CONTESTS * float(instance.costs.min())
     if B > most:
         raise ValueError(f"budget must be at most {MAX_CONTESTS:.3g} times the cheapest arm's cost "
@@ -742,7 +932,7 @@ def _simulate_chunk(instance: ISPInstance, pol: Policy, B: float, T: int, n: int
 
 
 def simulate_loop(instance: ISPInstance, policy: Any, budget: float, periods: int, runs: int,
-                  seed: Any, *, draws: str = "auto") -> FloatArray:
+                  seed: Any, *, draws: str = "law") -> FloatArray:
     """The plain per-run loop reference: :func:`simulate` one run at a time.
 
     Used only by the benchmark, to measure what vectorising over runs buys.

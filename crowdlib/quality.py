@@ -148,7 +148,8 @@ def _array(name: str, x, *, low: float | None = None, high: float | None = None,
 
 
 def _level(level) -> NDArray[np.float64]:
-    return _array("level", level, low=0.0)
+    """``effort * skill``, in [0, 1]."""
+    return _array("level", level, low=0.0, high=1.0)
 
 
 def _size(size) -> tuple[int, ...]:
@@ -198,7 +199,7 @@ class UniformQuality(QualityModel):
         return u * level * _v(v)
 
     def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
-        return list(levels * v)
+        return list(_level(levels) * _v(v))
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Eq. (20): the maximum of m draws from U[0, v] has mean m v / (m + 1)."""

@@ -1,0 +1,137 @@
+"""Every kernel against its floor and its naive reference, as ratios measured in one run.
+
+Usage, from the repository root (after ``make venv``)::
+
+    .venv/bin/python -m benchmarks [--quick]
+
+Rows (each timing is the best of a few repetitions, so a ratio is meaningful on any machine):
+
+* Mechanism 2 (Anari et al., Section 4) on 10^6 sellers against ``np.sort`` of 10^6 floats,
+  for the optimal and uniform rules; where the fast path does not apply (a seller at
+  theta_i = 0.5, the three-level rule) the row is measured at a size the O(n^2) method can
+  do, and against that method.
+* ``bandits.simulate`` with exact draws from the total-task laws (the default) against the
+  normal approximation and against per-user draws (HAIS, C(20), B = 2000, T = 14).
+* The contests, contracts and rating kernels against their brute-force references.
+
+The targets of the kernels issue are printed next to the ratios, with whether they are met.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import warnings
+
+import numpy as np
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    """The best wall time of ``repeat`` calls (a first, warming call is not counted)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def row(name: str, t: float, ref_name: str, t_ref: float, target: str = "", met: bool | None = None) -> None:
+    ratio = t / t_ref
+    flag = "" if met is None else ("  met" if met else "  NOT met")
+    print(f"{name:<58}{t * 1e3:>10.1f} ms  {ratio:>9.2f} x {ref_name:<30}{target}{flag}")
+
+
+def mechanism2_rows(quick: bool) -> None:
+    from crowdlib import procurement as P
+
+    n = 10**5 if quick else 10**6
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0, 1, n)
+    u = rng.uniform(0.5, 1.5, n)
+    B = 0.25 * c.sum()
+    floor = best_of(lambda: np.sort(rng.random(n)))
+    print(f"\nMechanism 2, {n:,} sellers (uniform costs, budget a quarter of the total); floor: np.sort of "
+          f"{n:,} floats = {floor * 1e3:.1f} ms")
+    for rule in ("optimal", "uniform"):
+        out = P.mechanism2(c, u, B, rule)
+        t = best_of(lambda: P.mechanism2(c, u, B, rule), 2)
+        row(f"  {rule} rule (path {out.path})", t, "np.sort", floor, "target <= 10 x", t / floor <= 10)
+    # where the fast path does not apply: measured against the naive method at a feasible size
+    m = 1000 if quick else 2000
+    c2, u2 = c[:m].copy(), u[:m].copy()
+    B2 = 0.25 * c2.sum()
+    c_out, u_out = c2.copy(), u2.copy()
+    c_out[0], u_out[0] = 0.5 * B2, 1e4                    # one seller at theta_i = 0.5
+    sort_m = best_of(lambda: np.sort(rng.random(m)))
+    for label, cc, uu, rule in (("optimal rule, a seller at theta = 0.5", c_out, u_out, "optimal"),
+                                ("three-level rule (a = 0.5, h = 0.6)", c2, u2, P.three_level_rule(0.5, 0.6))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = P.mechanism2(cc, uu, B2, rule)
+            t = best_of(lambda: P.mechanism2(cc, uu, B2, rule), 1)
+            t_naive = best_of(lambda: P.mechanism2_naive(cc, uu, B2, rule), 1)
+        row(f"  {label}, n = {m:,} (path {out.path})", t, f"np.sort({m:,})", sort_m,
+            "target <= 10 x", t / sort_m <= 10)
+        row(f"  {label}, n = {m:,}", t, "the naive O(n^2) method", t_naive)
+
+
+def simulate_rows(quick: bool) -> None:
+    from crowdlib import bandits as Bd
+
+    inst = Bd.instance_family("C", 20)
+    pol = Bd.HAIS(20, 0.5)
+    n, n_exact = (5000, 200) if quick else (20000, 1000)
+    speed = {}
+    for draws, runs in (("law", n), ("auto", n), ("exact", n_exact)):
+        t = best_of(lambda: Bd.simulate(inst, pol, 2000, 14, runs, 1, draws=draws), 2)
+        speed[draws] = runs / t
+    print("\nbandits.simulate, HAIS on C(20), B = 2000, T = 14 (runs per second)")
+    for draws, label in (("law", "exact, by the total-task laws (default)"),
+                         ("auto", "normal approximation above 30 users"),
+                         ("exact", "exact, per-user beta and binomial draws")):
+        print(f"  {label:<56}{speed[draws]:>12,.0f} runs/s")
+    r1, r2 = speed["law"] / speed["auto"], speed["law"] / speed["exact"]
+    print(f"  {'law / normal approximation':<56}{r1:>12.2f}    target >= 0.33  {'met' if r1 >= 1 / 3 else 'NOT met'}")
+    print(f"  {'law / per-user draws':<56}{r2:>12.1f}    target >= 20    {'met' if r2 >= 20 else 'NOT met'}")
+
+
+def kernel_rows(quick: bool) -> None:
+    from crowdlib import contests as Ct
+    from crowdlib import contracts as Cn
+    from crowdlib import rating as Rt
+
+    print("\nOther kernels against their brute-force references")
+    n = 10 if quick else 12
+    skills = np.linspace(1.0, 0.4, n)
+
+    def brute() -> float:
+        return max(Ct.welfare(30.0, np.isin(np.arange(n), S).astype(float), skills)
+                   for k in range(n + 1) for S in itertools.combinations(range(n), k))
+
+    t = best_of(lambda: Ct.efficient_efforts(30.0, skills), 3)
+    row(f"  contests.efficient_efforts (greedy by skill), n = {n}", t, f"brute force over 2^{n} subsets",
+        best_of(brute, 1))
+    w, p = np.linspace(1, 3, 16), np.linspace(0.2, 0.8, 16)
+    t = best_of(lambda: Cn.weighted_win_probabilities(w, p, "integral"), 3)
+    row("  contracts.weighted_win_probabilities (integral), n = 16", t, "enumeration of 2^15 sets",
+        best_of(lambda: Cn.weighted_win_probabilities(w, p, "exact"), 1))
+    args = ((0.1, 0.15), (0.05, 0.08), 0.4, 0.05, 0.1, 0.9)
+    t = best_of(lambda: Rt.design_protocol(*args, grid=1000), 3)
+    row("  rating.design_protocol (Algorithm 1, closed form), m = 1000", t, "grid brute force (alpha, beta, P)",
+        best_of(lambda: Rt.design_protocol_brute(*args, steps=(0.02, 0.02, 0.002)), 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    args = ap.parse_args()
+    print(f"{'kernel':<58}{'time':>13}  {'ratio':>11} {'to':<30}")
+    mechanism2_rows(args.quick)
+    simulate_rows(args.quick)
+    kernel_rows(args.quick)
+
+
+if __name__ == "__main__":
+    main()
