@@ -88,11 +88,10 @@ IntArray = NDArray[np.int64]
 #: cells with at least this many users are drawn from the normal approximation (draws="auto")
 EXACT_BELOW = 30
 
-#: a group of ``count`` cells of ``m`` users each is drawn user by user (also exactly) when it
-#: has at most PER_USER_CELLS cells and PER_USER_BELOW users in all: computing its law would
-#: cost more than the draws it serves; otherwise it is drawn from the total-task law
+#: a group of cells of ``m`` users each (one arm, one period) is drawn user by user (also
+#: exactly) when it has at most this many cells: computing its law, an FFT of length m R, would
+#: cost more than the draws it serves; a larger group is drawn from the (cached) law
 PER_USER_CELLS = 12
-PER_USER_BELOW = 4096
 #: a call with at most this many users in all is drawn user by user, in one vectorised batch
 PER_USER_TOTAL = 20_000
 
@@ -200,7 +199,7 @@ def _draw_law(inst: "ISPInstance", users: IntArray, rng: np.random.Generator) ->
         mean = float(inst.mean_tasks[i])
         full, rest = np.divmod(col, block)
         ms, inverse, counts = np.unique(rest, return_inverse=True, return_counts=True)
-        by_law = (ms > 0) & ((counts > PER_USER_CELLS) | (ms * counts > PER_USER_BELOW))
+        by_law = (ms > 0) & (counts > PER_USER_CELLS)
         per_user[:, i] = (rest > 0) & ~by_law[inverse]
         if np.any(by_law):
             cdfs = dict(zip(ms[by_law].tolist(), _total_cdfs(R, mean, kappa, ms[by_law])))
@@ -215,15 +214,12 @@ def _draw_law(inst: "ISPInstance", users: IntArray, rng: np.random.Generator) ->
             for k in range(1, int(full.max()) + 1):
                 rows = np.flatnonzero(full >= k)
                 out[rows, i] += np.minimum(np.searchsorted(cdf, rng.random(rows.size)), cdf.size - 1)
-    if np.any(per_user):                                    # the small groups, user by user
-        cell = np.flatnonzero(per_user.ravel())
+    if np.any(per_user):                # the small groups, user by user: one uniform per user,
+        cell = np.flatnonzero(per_user.ravel())           # inverted through one user's c.d.f.
         m = (users.ravel()[cell] % block).astype(np.int64)
         arm = np.repeat(cell % K, m)
-        q = inst.mean_tasks / R
-        a, b = kappa * q, kappa * (1 - q)
-        p = np.where((a[arm] > 0) & (b[arm] > 0),
-                     rng.beta(np.maximum(a[arm], 1e-300), np.maximum(b[arm], 1e-300)), q[arm])
-        x = rng.binomial(R, p)
+        table = np.array([_total_cdf(R, float(mu), kappa, 1) for mu in inst.mean_tasks])   # (K, R + 1)
+        x = (rng.random(arm.size)[:, None] > table[arm]).sum(axis=1)
         flat = out.ravel()
         flat[cell] += np.bincount(np.repeat(np.arange(cell.size), m), weights=x, minlength=cell.size)
         out = flat.reshape(users.shape)
