@@ -148,8 +148,18 @@ def _array(name: str, x, *, low: float | None = None, high: float | None = None,
 
 
 def _level(level) -> NDArray[np.float64]:
-    """``effort * skill``, in [0, 1]."""
-    return _array("level", level, low=0.0, high=1.0)
+    """``effort * skill`` (>= 0; in [0, 1] for the paper's agents, slightly above for the
+    central differences of Lemma 1)."""
+    return _array("level", level, low=0.0)
+
+
+def _top(level, v) -> NDArray[np.float64]:
+    """``level * v``, the top of a good's support, which must be finite."""
+    with np.errstate(over="ignore"):
+        top = _level(level) * _v(v)
+    if not np.all(np.isfinite(top)):
+        raise ValueError("level * v must be finite (the top of a good's quality range)")
+    return top
 
 
 def _size(size) -> tuple[int, ...]:
@@ -176,14 +186,14 @@ class UniformQuality(QualityModel):
 
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         x = _array("x", x, allow_inf=True)
-        top = _level(level) * _v(v)
+        top = _top(level, v)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(top > 0, x / np.where(top > 0, top, 1.0), np.inf)
         return np.clip(np.where(x < 0, 0.0, ratio), 0.0, 1.0)
 
     def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         beta = _array("beta", beta, allow_inf=True)
-        top = _level(level) * _v(v)
+        top = _top(level, v)
         gap = np.clip(top - beta, 0.0, None)
         with np.errstate(divide="ignore", invalid="ignore"):
             # gap * (gap / 2 top), not gap**2 / (2 top): the square overflows for v near 1e154
@@ -192,14 +202,14 @@ class UniformQuality(QualityModel):
     def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
                size: tuple[int, ...]) -> NDArray[np.float64]:
         rng, size = check.generator("rng", rng), _size(size)
-        return rng.uniform(0.0, 1.0, size=size) * _level(level) * _v(v)
+        return rng.uniform(0.0, 1.0, size=size) * _top(level, v)
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         u, level = _quantile_args(u, level)
-        return u * level * _v(v)
+        return u * _top(level, v)
 
     def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
-        return list(_level(levels) * _v(v))
+        return list(_top(levels, v))
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Eq. (20): the maximum of m draws from U[0, v] has mean m v / (m + 1)."""
@@ -224,7 +234,10 @@ class TruncNormQuality(QualityModel):
         v = _v(v)
         if v == 0.0:
             raise ValueError("v must be > 0 for the truncated normal (its scale is sigma_ratio * v)")
-        mu = _level(level) * v
+        if np.any(_level(level) > 1.001):
+            raise ValueError("level (effort * skill) must lie in [0, 1] for the truncated normal (a "
+                             "location far above v leaves no mass on [0, v])")
+        mu = _top(level, v)
         sd = self.sigma_ratio * v
         if sd < np.finfo(float).tiny:
             raise ValueError(f"v must be large enough that the scale sigma_ratio * v is a normal float "
