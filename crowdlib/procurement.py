@@ -583,8 +583,13 @@ def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, 
     return mechanism2_naive(c, u, B, rl, ties=ties)
 
 
-#: the fast path is used while every theta_i (see _lemma9_bracket) is at most this
+#: the fast path is used for the sellers whose theta_i (see _lemma9_bracket) is at most this;
+#: each seller above it gets its own exact stopping-rate search (O(n) each)
 FAST_THETA_LIMIT = 0.25
+
+#: more sellers than this (or than n / 64) above FAST_THETA_LIMIT and Mechanism 2 uses the naive
+#: method for the whole market (with a warning on large markets)
+MAX_WIDE_SELLERS = 64
 #: near sellers are summed exactly while there are at most this many times (K + 1)^2 of them
 #: (K = Taylor order), else through the Taylor prefix sums; tests set it to 0 to force those
 NEAR_DIRECT_FACTOR = 2
@@ -720,16 +725,22 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
     lo = _lemma9_bracket(rl, c, u, B, r_star)
-    if np.any(lo < r_star * (1.0 - FAST_THETA_LIMIT)):
-        theta_max = float(np.max(1.0 - lo / r_star))
-        return _naive_fallback(c, u, B, rl, ties, f"a seller has theta_i = {theta_max:.3g} > "
+    theta = 1.0 - lo / r_star
+    wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
+    if wide.size > max(MAX_WIDE_SELLERS, c.size // 64):
+        return _naive_fallback(c, u, B, rl, ties, f"{wide.size} sellers have theta_i > "
                                f"{FAST_THETA_LIMIT} (the fast path's limit)")
+    rates = np.full(c.size, r_star)
+    for i in wide:      # the few sellers with a wide bracket: each by its own exact search, O(n)
+        saved = rho[i]
+        rho[i] = 0.0
+        rates[i] = _stopping_rate(rl, rho, u, B)
+        rho[i] = saved
+    theta = np.where(theta > FAST_THETA_LIMIT, 0.0, theta)   # the others by the fast path
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
     # (a seller with a large cost or utility) get their own representation, so that one
     # outlier does not widen the bracket, the near set and the Taylor order for everybody
-    theta = 1.0 - lo / r_star
     pos = np.flatnonzero(theta > 0)
-    rates = np.full(c.size, r_star)
     if pos.size:
         cut = 2.0 * float(np.quantile(theta[pos], 0.99))
         for tier in (pos[theta[pos] <= cut], pos[theta[pos] > cut]):

@@ -364,3 +364,26 @@ def test_experiment_drivers_check_their_input():
     with pytest.raises(ValueError, match="a must be"):
         P.three_level_rule(0.0, 0.5)
     assert P.unit_integral_optimum([0.1, 0.2, 0.3], 0.6) == 3
+
+
+def test_a_few_wide_sellers_no_longer_force_the_quadratic_path():
+    """Sellers with theta_i above the fast path's limit get their own exact search; the others
+    keep the fast path; the result equals the naive method (ties and theta_i up to 0.9)."""
+    import warnings
+
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        n = int(rng.integers(30, 300))
+        c, u = rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)
+        B = 0.25 * c.sum()
+        idx = rng.choice(n, 3, replace=False)
+        c[idx], u[idx] = rng.uniform(0.3, 0.9, 3) * B, rng.uniform(50, 500, 3)
+        c[idx[0]] = c[idx[1]]                                   # a tie among them
+        for rule in ("optimal", "linear"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")                  # no fallback warning
+                fast = P.mechanism2(c, u, B, rule)
+            naive = P.mechanism2_naive(c, u, B, rule)
+            assert fast.path == "fast"
+            assert np.allclose(fast.rates, naive.rates, rtol=1e-12, atol=0)
+            assert np.allclose(fast.payments, naive.payments, rtol=0, atol=1e-12 * B)
