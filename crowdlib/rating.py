@@ -606,9 +606,7 @@ def deviation_gains(cost: float, attack_cost: float, damage: float, p_min: float
     positive; :func:`best_responses` finds the optimal policy itself.
     """
     c, a, d = _nonneg("cost", cost), _nonneg("attack_cost", attack_cost), _prob("damage", damage)
-    pm, px = _prob("p_min", p_min), _prob("p_max", p_max)
-    if pm > px:
-        raise ValueError(f"p_min must be at most p_max, got {pm:g} > {px:g}")
+    pm, px = _prices(p_min, p_max)
     al, be = _prob("alpha", alpha), _prob("beta", beta)
     e1, e2 = _prob("eps1", eps1), _prob("eps2", eps2)
     dl = _delta(delta)
@@ -638,7 +636,8 @@ def sustainable_all_actions(costs: Any, attack_costs: Any, damage: float, p_min:
     arrays = np.broadcast_arrays(*arrays)
     shape = arrays[0].shape
     flat = [x.ravel() for x in arrays]
-    ok = flat[0] <= flat[1]                              # a protocol has p_min <= p_max
+    ok = flat[0] <= flat[1] + 1e-9                       # a protocol has p_min <= p_max (rounding aside)
+    flat[0] = np.minimum(flat[0], flat[1])
     for c, a in zip(c_ij, a_ij):
         V, Q = _compliance_values(c, a, d, *flat, e1, e2, dl)
         slack = tol * np.maximum(1.0, np.abs(V))         # relative to the values' scale
@@ -692,8 +691,7 @@ def participation(costs: Any, p_min: float, p_max: float, alpha: float, beta: fl
     """Whether both workers take part: ``U(0) >= 0`` for each (Eq. 9), up to ``tol``."""
     c_ij = _pair("costs", costs)
     tol = real("tol", tol, low=0.0)
-    if _prob("p_min", p_min) > _prob("p_max", p_max):
-        raise ValueError(f"p_min must be at most p_max, got {p_min:g} > {p_max:g}")
+    p_min, p_max = _prices(p_min, p_max)
     return bool(min(long_term_utilities(c, p_min, p_max, alpha, beta, eps1, eps2, delta)[0]
                     for c in c_ij) >= -tol)
 

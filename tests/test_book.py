@@ -98,3 +98,25 @@ def test_figure_labels_are_unique_and_the_template_has_none():
                 labels[name] += 1
                 assert page != "experiments/template", "the template's figures must have no label"
     assert not [k for k, v in labels.items() if v > 1]
+
+
+def test_glue_text_is_never_used_for_a_string():
+    """A glued string is Markdown: ``{glue:text}`` would show its placeholder
+    ``<IPython.core.display.Markdown object>``; strings need ``{glue:md}``."""
+    import json
+    import re
+
+    from crowdlib import book
+
+    bad = []
+    for page in book.page_names():
+        src = book.page_source(page)
+        kinds = {}
+        for cell in json.loads(src.with_suffix(".ipynb").read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                meta = out.get("metadata", {}).get("scrapbook")
+                if meta:
+                    kinds[meta["name"]] = "md" if any("markdown" in k for k in out.get("data", {})) else "text"
+        bad += [f"{page}: {m}" for m in re.findall(r"\{glue:text\}`(\w+)", src.read_text())
+                if kinds.get(m) == "md"]
+    assert not bad, bad
