@@ -127,6 +127,10 @@ class AllocationRule:
     jumps:
         Points of ``(0, 1)`` where ``phi`` jumps (the point 1 is always treated as one);
         :func:`worst_case_lp` refines its grid of rates around them.
+    steps:
+        For a step rule, ``p`` as ``((t_1, v_1), ..., (1, v_S))``: ``p(x) = sum_s v_s [x < t_s]``.
+        Then every stopping rate is found exactly in O(n log n) (a search over the pieces of
+        the piecewise-linear total payment), as for the uniform rule.
     """
 
     name: str
@@ -135,6 +139,7 @@ class AllocationRule:
     taylor_at_one: Callable[[int], FloatArray] | None = field(default=None, repr=False)
     continuous: bool = True
     jumps: tuple[float, ...] = ()
+    steps: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def from_phi(cls, phi: Callable[[FloatArray], FloatArray], name: str,
@@ -232,8 +237,9 @@ def three_level_rule(a: float, h: float) -> AllocationRule:
         x = np.asarray(x, dtype=float)
         return np.where(x < a, a + h * (1.0 - a), np.where(x < 1.0, h, 0.0))
 
+    steps = ((a, a * (1.0 - h)), (1.0, h)) if a < 1.0 else ((1.0, 1.0),)
     return AllocationRule(f"three-level(a={a:g}, h={h:g})", phi, pay, None, continuous=False,
-                          jumps=(a,) if 0.0 < a < 1.0 else ())
+                          jumps=(a,) if 0.0 < a < 1.0 else (), steps=steps)
 
 
 _NAMED_RULES = {"optimal": OPTIMAL_RULE, "uniform": UNIFORM_RULE, "linear": LINEAR_RULE}
@@ -356,6 +362,47 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
         lo = np.where(ok, mid, lo)
         hi = np.where(ok, hi, mid - 1)
     return np.minimum(a_next[lo], cap(lo))
+
+
+def _step_stopping_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
+                         B: float) -> tuple[float, FloatArray]:
+    """Mechanism 1's stopping rate ``r*`` and every seller's ``r_i`` (its cost set to 0), exactly,
+    for a step rule ``p(x) = sum_s v_s [x < t_s]``: O(S n log n).
+
+    The total payment is ``r W(r)`` with ``W(r) = sum_s v_s sum_{rho_j < t_s r} u_j`` piecewise
+    constant between the breakpoints ``rho_j / t_s``; seller ``i`` at cost 0 adds
+    ``u_i sum_s v_s [r <= rho_i / t_s]``. Each rate is the supremum of ``r`` with payment ``<= B``,
+    found by a binary search over the pieces (the payment increases with ``r``).
+    """
+    t = np.array([s_[0] for s_ in steps], dtype=float)
+    v = np.array([s_[1] for s_ in steps], dtype=float)
+    S, n = t.size, rho.size
+    bp = rho[None, :] / t[:, None]                                    # (S, n) breakpoints
+    a, inv = np.unique(np.concatenate(([0.0], bp.ravel())), return_inverse=True)
+    W = np.bincount(inv[1:], weights=(v[:, None] * u[None, :]).ravel(), minlength=a.size).cumsum()
+    m = a.size
+    a_next = np.append(a[1:], np.inf)
+    pos = inv[1:].reshape(S, n)                                       # index of rho_i / t_s in a
+    # seller i at cost 0: on piece k it adds u_i v_s for every step with k < pos[s, i]; stored
+    # as the (S, n) increments, with query n the plain r* (no extra)
+    own = np.hstack([pos, np.full((S, 1), m)])
+    uu = np.append(u, 0.0)
+
+    def cap(k: NDArray[np.int_]) -> FloatArray:
+        extra = uu * (v[:, None] * (k[None, :] < own)).sum(axis=0)
+        w = W[k] + extra
+        with np.errstate(divide="ignore"):
+            return np.where(w > 0, B / np.where(w > 0, w, 1.0), np.inf)
+
+    lo = np.zeros(n + 1, dtype=int)
+    hi = np.full(n + 1, m - 1, dtype=int)
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        ok = cap(mid) > a[mid]
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid - 1)
+    rates = np.minimum(a_next[lo], cap(lo))
+    return float(rates[-1]), rates[:-1]
 
 
 def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float) -> float:
@@ -703,11 +750,14 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     move its own rate); it sells ``phi(rho_i / r_i)`` and is paid
     ``u_i r_i p(rho_i / r_i)``. Lemma 1: ``r_i <= r*``.
 
-    The uniform rule is computed exactly by binary search over the pieces of
-    its step-shaped payment; rules with a Taylor series at 1 (the optimal and
-    linear rules) use the O(n log n) method of the module docstring while
-    ``max_i theta_i <= 0.25``; anything else falls back to
-    :func:`mechanism2_naive`.
+    The uniform rule and the other step rules (``steps``, e.g. :func:`three_level_rule`) are
+    computed exactly by binary search over the pieces of their step-shaped payment, in
+    O(n log n); rules with a Taylor series at 1 (the optimal and linear rules) use the
+    O(n log n) method of the module docstring for every seller with ``theta_i <= 0.25`` and an
+    exact O(n) search for each of the few others. Only a rule with neither (one built by
+    :meth:`AllocationRule.from_phi`), or a market with many sellers beyond that limit, falls
+    back to :func:`mechanism2_naive` (with a warning on large markets). ``result.path`` says
+    which ran.
 
     ``ties``: a seller whose rate equals its own ``r_i`` gets ``phi(1) = 0`` with
     ``"exclude"``; with ``"index"`` (default) the tied sellers are served in index order, at
@@ -720,6 +770,13 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     rl = get_rule(rule)
     if rl is UNIFORM_RULE:
         return mechanism2_naive(c, u, B, rl, ties=ties)
+    if rl.steps:                          # a step rule: every rate exactly, in O(n log n)
+        rho = c / u
+        r_star, rates = _step_stopping_rates(rl.steps, rho, u, B)
+        rates = np.where(c == 0.0, r_star, rates)
+        x = rho / rates
+        alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+        return Mechanism2Result(alloc, pay, rates, r_star, u, "steps")
     if rl.taylor_at_one is None:
         return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
     rho = c / u

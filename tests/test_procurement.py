@@ -387,3 +387,29 @@ def test_a_few_wide_sellers_no_longer_force_the_quadratic_path():
             assert fast.path == "fast"
             assert np.allclose(fast.rates, naive.rates, rtol=1e-12, atol=0)
             assert np.allclose(fast.payments, naive.payments, rtol=0, atol=1e-12 * B)
+
+
+def test_step_rules_are_exact_in_n_log_n():
+    """The three-level rule's rates by the search over pieces equal the definition's, for every
+    tie mode, with ties and a zero cost; no quadratic path on a large market."""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    for trial in range(24):
+        n = int(rng.integers(5, 200))
+        c, u = rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)
+        B = rng.uniform(0.05, 0.6) * c.sum()
+        c[: n // 3] = c[0]
+        c[1] = 0.0
+        rule = P.three_level_rule(rng.uniform(0.1, 0.95), rng.uniform(0, 1))
+        for ties in ("index", "fractional", "exclude"):
+            fast, naive = P.mechanism2(c, u, B, rule, ties=ties), P.mechanism2_naive(c, u, B, rule, ties=ties)
+            assert fast.path == "steps"
+            assert np.allclose(fast.rates, naive.rates, rtol=1e-12, atol=0)
+            assert np.allclose(fast.allocation, naive.allocation, atol=1e-12)
+            assert np.allclose(fast.payments, naive.payments, atol=1e-12 * B)
+    c = rng.uniform(0, 1, 20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = P.mechanism2(c, np.ones(c.size), 0.25 * c.sum(), P.three_level_rule(0.5, 0.6))
+    assert big.path == "steps" and big.payments.sum() <= 0.25 * c.sum() * (1 + 1e-12)

@@ -163,9 +163,13 @@ def test_silent_degradations_warn():
     with pytest.warns(CrowdlibWarning, match="round robin"):
         Bd.simulate(inst, Bd.HAIS(20, 0.5), 100, 3, 10, 1)
     c = np.random.default_rng(0).uniform(0, 1, 1200)
+    B = 0.25 * c.sum()
+    many, u_many = c.copy(), np.ones(c.size)
+    many[:100], u_many[:100] = 0.5 * B, 1e4              # 100 sellers beyond the fast path's limit
     with pytest.warns(CrowdlibWarning, match="O\\(n\\^2\\)"):
-        out = Pr.mechanism2(c, np.ones(c.size), 0.25 * c.sum(), Pr.three_level_rule(0.5, 0.5))
+        out = Pr.mechanism2(many, u_many, B)
     assert out.path == "naive"
+    assert Pr.mechanism2(c, np.ones(c.size), B, Pr.three_level_rule(0.5, 0.5)).path == "steps"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Pr.mechanism2(c, np.ones(c.size), 0.25 * c.sum()).path == "fast"
