@@ -425,14 +425,8 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
         if not (lo > 0 and excess(lo) > 0):
             break
         hi, lo = lo, lo / 2.0
-    if rule.continuous:
-        r = optimize.brentq(excess, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
-        r = min(max(r, lo), hi)
-        for _ in range(16):                    # step down to the feasible side by a few ulps
-            if excess(r) <= 0:
-                return float(r)
-            r = np.nextafter(r, 0.0)
-        a, z = lo, r                           # still infeasible (subnormal rates): bisect
+    def bisect(a: float, z: float) -> float:
+        """The feasible end after bisection: excess(a) <= 0 < excess(z) throughout."""
         for _ in range(1100):
             mid = 0.5 * (a + z)
             if mid <= a or mid >= z:
@@ -442,15 +436,16 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
             else:
                 z = mid
         return float(a)
-    for _ in range(1100):  # bisection keeps excess(lo) <= 0 < excess(hi)
-        mid = 0.5 * (lo + hi)
-        if mid <= lo or mid >= hi:
-            break
-        if excess(mid) <= 0:
-            lo = mid
-        else:
-            hi = mid
-    return float(lo)
+
+    if rule.continuous:
+        r = optimize.brentq(excess, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+        r = min(max(r, lo), hi)
+        for _ in range(16):                    # step down to the feasible side by a few ulps
+            if excess(r) <= 0:
+                return float(r)
+            r = np.nextafter(r, 0.0)
+        return bisect(lo, r)                   # still infeasible (subnormal rates): bisect
+    return bisect(lo, hi)
 
 
 TIE_MODES = ("index", "fractional", "exclude")
