@@ -933,7 +933,7 @@ def simulate_loop(instance: ISPInstance, policy: Any, budget: float, periods: in
 
     Used only by the benchmark, to measure what vectorising over runs buys.
     """
-    runs = integer("runs", runs, low=1)
+    runs = integer("runs", runs, low=1, high=100_000)      # a reference loop, one run at a time
     if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
         root = _seed_sequence(seed)
         streams = [np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, r)) for r in range(runs)]

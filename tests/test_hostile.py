@@ -105,3 +105,8 @@ def test_quality_models_validate_their_arguments():
             model.expected_max_iid(1.0, -2)
     with pytest.raises(ValueError, match="v"):
         Q.TruncNormQuality().cdf(0.5, 5e-324, 1.0)       # its scale would underflow to 0
+
+
+def test_the_reference_loop_refuses_sizes_it_would_take_days_over():
+    with pytest.raises(ValueError, match="runs"):
+        Bd.simulate_loop(Bd.instance_family("C", 5), "hais", 500, 5, 10**9, 0)
