@@ -39,9 +39,7 @@ beta and one binomial variate each); ``draws="auto"`` is the former default, per
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -49,7 +47,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from ._validation import integer, real, real_vector
 

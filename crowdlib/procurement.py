@@ -39,7 +39,6 @@ How ambiguities of the paper (whose text we worked from lost its formulas) are r
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
