@@ -343,6 +343,8 @@ class ISPInstance:
 
 def instance_family(name: str, group_size: int | None = None) -> ISPInstance:
     """The book's fixed instances (A.2): ``"C"`` (with ``group_size`` 5 or 20), ``"A"``, ``"B"``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be 'C', 'A' or 'B', got {type(name).__name__}")
     if name == "C":
         if group_size is None:
             raise ValueError("group_size must be given for family C (the book uses 5 and 20)")
@@ -1126,8 +1128,17 @@ def benchmark(instance: ISPInstance, policies: list[Any], budget: float, periods
     Both are timed in the same call, so their ratio is meaningful on any machine.
     Returns ``(policy name, vectorised runs/s, loop runs/s)`` per policy.
     """
+    if isinstance(policies, (str, Policy)) or not isinstance(policies, (list, tuple)):
+        raise TypeError(f"policies must be a list of policy names or Policy objects, got "
+                        f"{type(policies).__name__}")
+    resolved = []
+    for k, p in enumerate(policies):
+        try:
+            resolved.append(_resolve(p))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"policies[{k}]: {err}") from None
     rows = []
-    for pol in (_resolve(p) for p in policies):
+    for pol in resolved:
         t0 = time.perf_counter()
         simulate(instance, pol, budget, periods, runs, seed)
         vec = runs / (time.perf_counter() - t0)

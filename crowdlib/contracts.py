@@ -127,7 +127,13 @@ def _quadratic(cost_coefficients: Any, n: int, length_name: str) -> FloatArray:
 
 
 def _contract(contract: Any) -> tuple[FloatArray, int]:
-    X = np.asarray(contract, dtype=float)
+    if isinstance(contract, (str, bytes)):
+        raise TypeError("contract must be a (2**n, n) array of shares, got a string")
+    try:
+        X = np.asarray(contract, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"contract must be a (2**n, n) array of real shares, got "
+                        f"{type(contract).__name__}") from None
     if X.ndim != 2 or X.shape[1] < 1 or X.shape[0] != 2 ** X.shape[1]:
         raise ValueError(f"contract must have shape (2**n, n), got {X.shape}")
     n = X.shape[1]
@@ -166,6 +172,9 @@ def outcomes(n: int) -> NDArray[np.bool_]:
 def outcome_probabilities(p: Any) -> FloatArray:
     """``Pr_p(S) = prod_{j in S} p_j prod_{j not in S} (1 - p_j)`` for every ``S``."""
     p = real_vector("p", p, low=0.0, high=1.0)
+    if not 1 <= p.size <= ENUMERATION_LIMIT:
+        raise ValueError(f"p must have between 1 and {ENUMERATION_LIMIT} entries (one per agent, "
+                         f"enumerated exactly), got {p.size}")
     M = outcomes(p.size)
     return np.prod(np.where(M, p, 1.0 - p), axis=1)
 

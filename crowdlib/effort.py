@@ -241,6 +241,8 @@ def counterexample_quality(effort: float) -> tuple[NDArray[np.float64], NDArray[
 
 def counterexample_welfare(effort_1: float, effort_2: float) -> float:
     """Eq. (3) for two agents in the counterexample: E[max(Q1, Q2)] - e1 - e2."""
+    effort_1 = check.real("effort_1", effort_1, low=0.0, high=1.0)
+    effort_2 = check.real("effort_2", effort_2, low=0.0, high=1.0)
     v1, p1 = counterexample_quality(effort_1)
     v2, p2 = counterexample_quality(effort_2)
     joint = np.maximum(v1[:, None], v2[None, :])

@@ -80,7 +80,13 @@ class MeanCI:
 def _sample(name: str, x: Any) -> NDArray[np.float64]:
     if np.ndim(x) > 1:
         raise ValueError(f"{name} must be one-dimensional (one value per run), got shape {np.shape(x)}")
-    arr = check.real_vector(name, np.ravel(np.asarray(x, dtype=float)))
+    if isinstance(x, (str, bytes)) or np.iscomplexobj(x):
+        raise TypeError(f"{name} must be a sequence of real numbers, got {type(x).__name__}")
+    try:
+        flat = np.ravel(np.asarray(x, dtype=float))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of real numbers, got {type(x).__name__}") from None
+    arr = check.real_vector(name, flat)
     if arr.size < MIN_SAMPLES:
         raise ValueError(f"{name} must hold at least {MIN_SAMPLES} runs, got {arr.size}")
     return arr
@@ -329,6 +335,12 @@ def reemit(caught: list, where: str) -> None:
     """Raise again, in the caller, the warnings a worker recorded (category and message)."""
     import warnings
 
+    if not isinstance(where, str):
+        raise TypeError(f"where must be a string (the place the warnings came from), got {type(where).__name__}")
+    if not isinstance(caught, (list, tuple)) or not all(
+            isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], type) and issubclass(c[0], Warning)
+            for c in caught):
+        raise TypeError("caught must be a list of (warning category, message) pairs")
     for category, message in caught:
         warnings.warn(f"{message} [{where}]", category, stacklevel=3)
 

@@ -890,7 +890,11 @@ def two_point_ratio(phi: Callable[[Any], Any], unit_payment: Callable[[Any], Any
     (so ``r* = 1``). Mechanism 1 buys ``phi(x)``; OPT gets
     ``min(1 + p(x) - x, p(x) / x)``. The ratio is ``phi(x) / OPT``.
     """
-    x = real_vector("x", np.atleast_1d(np.asarray(x, dtype=float)), low=0.0, high=1.0)
+    if not callable(phi) or not callable(unit_payment):
+        bad = "phi" if not callable(phi) else "unit_payment"
+        raise TypeError(f"{bad} must be callable (a vectorised function of x)")
+    x = real_vector("x", [x] if np.ndim(x) == 0 and not isinstance(x, (str, bytes)) else x,
+                    low=0.0, high=1.0)
     if np.any(x >= 1.0):
         raise ValueError("every entry of x must be in [0, 1)")
     ph = np.asarray(phi(x), dtype=float)
@@ -1199,9 +1203,14 @@ def ratio_sweep(families: list[str], sizes: list[int], reps: Callable[[int], int
 
     from .experiments import map_points
 
+    for name, seq in (("families", families), ("sizes", sizes)):
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, (list, tuple, np.ndarray)):
+            raise TypeError(f"{name} must be a list, got {type(seq).__name__}")
+    if not callable(reps):
+        raise TypeError(f"reps must be callable (n -> instances per cell), got {type(reps).__name__}")
     fams = tuple(families)
     for f in fams:
-        if f not in FAMILIES:
+        if not isinstance(f, str) or f not in FAMILIES:
             raise ValueError(f"families must be names in {sorted(FAMILIES)}, got {f!r}")
     if isinstance(seed, np.random.Generator):     # drawn from once: every cell sees one root
         from .experiments import root_sequence

@@ -162,6 +162,15 @@ def _top(level, v) -> NDArray[np.float64]:
     return top
 
 
+def _broadcast(**arrays: NDArray[np.float64]) -> None:
+    """Refuse arrays that do not broadcast together, naming them."""
+    try:
+        np.broadcast_shapes(*(np.shape(a) for a in arrays.values()))
+    except ValueError:
+        shapes = ", ".join(f"{k} {np.shape(a)}" for k, a in arrays.items())
+        raise ValueError(f"{' and '.join(arrays)} must broadcast together, got shapes {shapes}") from None
+
+
 def _size(size) -> tuple[int, ...]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size),)
@@ -176,6 +185,7 @@ def _size(size) -> tuple[int, ...]:
 def _quantile_args(u: ArrayLike, level: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     u = _array("u", u, low=0.0, high=1.0)
     level = _level(level)
+    _broadcast(u=u, level=level)
     return u, level
 
 
@@ -187,6 +197,7 @@ class UniformQuality(QualityModel):
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         x = _array("x", x, allow_inf=True)
         top = _top(level, v)
+        _broadcast(x=x, level=top)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(top > 0, x / np.where(top > 0, top, 1.0), np.inf)
         return np.clip(np.where(x < 0, 0.0, ratio), 0.0, 1.0)
@@ -194,6 +205,7 @@ class UniformQuality(QualityModel):
     def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         beta = _array("beta", beta, allow_inf=True)
         top = _top(level, v)
+        _broadcast(beta=beta, level=top)
         gap = np.clip(top - beta, 0.0, None)
         with np.errstate(divide="ignore", invalid="ignore"):
             # gap * (gap / 2 top), not gap**2 / (2 top): the square overflows for v near 1e154
@@ -209,7 +221,7 @@ class UniformQuality(QualityModel):
         return u * _top(level, v)
 
     def breakpoints(self, v: float, levels: NDArray[np.float64]) -> list[float]:
-        return list(_top(levels, v))
+        return list(np.ravel(_top(levels, v)))
 
     def expected_max_iid(self, v: float, m: int) -> float:
         """Eq. (20): the maximum of m draws from U[0, v] has mean m v / (m + 1)."""
@@ -246,7 +258,9 @@ class TruncNormQuality(QualityModel):
 
     def cdf(self, x: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         mu, sd, a, b = self._std(v, level)
-        return stats.truncnorm.cdf(_array("x", x, allow_inf=True), a, b, loc=mu, scale=sd)
+        x = _array("x", x, allow_inf=True)
+        _broadcast(x=x, level=mu)
+        return stats.truncnorm.cdf(x, a, b, loc=mu, scale=sd)
 
     def partial_expectation(self, beta: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         """Closed form: for X ~ N(mu, sd) on [0, v] and beta in [0, v],
@@ -257,6 +271,7 @@ class TruncNormQuality(QualityModel):
         """
         mu, sd, a, b = self._std(v, level)
         beta = np.clip(_array("beta", beta, allow_inf=True), 0.0, v)
+        _broadcast(beta=beta, level=mu)
         c = (beta - mu) / sd
         z = special.ndtr(b) - special.ndtr(a)
         pdf = stats.norm.pdf

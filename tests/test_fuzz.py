@@ -5,7 +5,8 @@ instances built with their defaults) is called with arguments drawn from a pool 
 and invalid values: wrong types, NaN, infinities, subnormals, 1e-300 and 1e300, huge integers,
 complex numbers, empty and badly shaped arrays. A call may return, or raise ``ValueError`` or
 ``TypeError`` (crowdlib's refusals); anything else fails the test: another exception type, a
-NaN or infinite float result, or a call that runs longer than :data:`CALL_SECONDS`.
+NaN or infinite float result, a call that runs longer than :data:`CALL_SECONDS`, or a refusal
+whose message names none of the callable's parameters.
 
 Two profiles, chosen by ``HYPOTHESIS_PROFILE`` as for the other property tests: the default
 (``reproducible``) is derandomized and small enough for CI; ``explore`` draws many more
@@ -98,6 +99,25 @@ def _nonfinite(value) -> bool:
     return False
 
 
+def _names(fn) -> list[str]:
+    """The parameter names a refusal may name (and a class's own name for its constructor)."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return []
+    return names + ([fn.__name__] if isinstance(fn, type) else [])
+
+
+def _check_message(label, fn, args, err) -> None:
+    """A refusal names the parameter it refuses (every crowdlib rejection does)."""
+    if isinstance(fn, type) and inspect.isabstract(fn):
+        return
+    names = _names(fn)
+    if names and not any(name in str(err) for name in names):
+        pytest.fail(f"{label}{tuple(args)!r:.200} raised {type(err).__name__} naming none of "
+                    f"{names}: {err}"[:600])
+
+
 def _call(label, fn, args):
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CALL_SECONDS)
@@ -106,7 +126,8 @@ def _call(label, fn, args):
             warnings.simplefilter("ignore")
             with np.errstate(all="ignore"):
                 result = fn(*args)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as err:
+        _check_message(label, fn, args, err)
         return None
     except _Timeout:
         pytest.fail(f"{label}{tuple(args)!r:.200} ran longer than {CALL_SECONDS} s")
