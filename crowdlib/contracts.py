@@ -160,8 +160,15 @@ def _priority(priority: Any, n: int) -> NDArray[np.int64]:
 
 
 # ------------------------------------------------------ exact enumeration
-def outcomes(n: int) -> NDArray[np.bool_]:
-    """All ``2**n`` success sets as a boolean ``(2**n, n)`` array (row = bitmask)."""
+def outcomes(n: int, *, of: str | None = None) -> NDArray[np.bool_]:
+    """All ``2**n`` success sets as a boolean ``(2**n, n)`` array (row = bitmask).
+
+    ``of`` names the parameter ``n`` was taken from (its number of entries), for the message
+    when ``n`` is outside ``[1, ENUMERATION_LIMIT]``.
+    """
+    if of is not None and isinstance(n, (int, np.integer)) and not 1 <= n <= ENUMERATION_LIMIT:
+        raise ValueError(f"{of} must have between 1 and {ENUMERATION_LIMIT} entries (one per agent, "
+                         f"enumerated exactly), got {n}")
     n = integer("n", n, low=1)
     if n > ENUMERATION_LIMIT:
         raise ValueError(f"n must be at most {ENUMERATION_LIMIT} for exact enumeration, got {n}")
@@ -317,7 +324,7 @@ def piece_rate(rewards: Any, budget: float) -> FloatArray:
     B = real("budget", budget, low=0.0, low_open=True)
     if r.sum() > B * (1 + 1e-12):
         raise ValueError(f"rewards must sum to at most budget={B:g}, got {r.sum():g}")
-    return outcomes(r.size) * (r / B)
+    return outcomes(r.size, of="rewards") * (r / B)
 
 
 def bonus_pool(shares: Any) -> FloatArray:
@@ -340,7 +347,7 @@ def luce_contract_matrix(weights: Any, priority: Any | None = None) -> FloatArra
     """
     w = _positive_vector("weights", weights)
     pr = _priority(priority, w.size)
-    M = outcomes(w.size)
+    M = outcomes(w.size, of="weights")
     big = np.iinfo(np.int64).max
     top = np.min(np.where(M, pr, big), axis=1, keepdims=True)
     winners = M & (pr == top)

@@ -28,12 +28,14 @@ How ambiguities of the paper (whose text we worked from lost its formulas) are r
   utility kept, as Lemma 1's proof requires.
 * Fast Mechanism 2: every ``r_i`` lies in ``[r* (1 - theta_i), r*]`` with
   ``theta_i = min(c_i, u_i r* p(0)) / B`` (our proof of Lemma 9's bound, in the
-  chapter). On that bracket the total payment splits into sellers with
-  ``rho_j < r_lo`` (analytic in ``r``: a Chebyshev interpolant, via
-  :class:`numpy.polynomial.Chebyshev`) and sellers with ``rho_j`` inside the
-  bracket (a Taylor series of ``p`` at 1 in powers of ``r - rho_j``, summed
-  with prefix sums over the sorted rates). All ``n`` roots are then found at
-  once by a vectorised Illinois (regula falsi) iteration: O(n log n).
+  chapter). The kernels of :mod:`crowdlib._m2kernels` use it: step rules by an exact sorted
+  search over the pieces of the payment; rules with a power series by one polynomial per piece
+  between the rates of the sellers inside the bracket, whose roots Newton's method finds for
+  all sellers at once. Sellers with a wider bracket (``0.1 < theta_i <= 0.25``) use the earlier
+  method: the sellers with ``rho_j < r_lo`` are analytic in ``r`` (a Chebyshev interpolant, via
+  :class:`numpy.polynomial.Chebyshev`), those inside the bracket a Taylor series of ``p`` at 1
+  in powers of ``r - rho_j`` with prefix sums over the sorted rates, and a vectorised Illinois
+  (regula falsi) iteration finds the roots. O(n log n) in all.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from scipy import integrate, optimize
 from scipy.special import binom
 from tqdm import tqdm
 
+from . import _m2kernels as _m2
 from ._validation import integer, real, real_vector
 
 __all__ = [
@@ -130,6 +133,14 @@ class AllocationRule:
         For a step rule, ``p`` as ``((t_1, v_1), ..., (1, v_S))``: ``p(x) = sum_s v_s [x < t_s]``.
         Then every stopping rate is found exactly in O(n log n) (a search over the pieces of
         the piecewise-linear total payment), as for the uniform rule.
+    series:
+        Optional ``(x, K[, weights]) -> coefficients`` of ``G(1 + t; x) = sum_k c_k(x) t^k``
+        with ``G(s; x) = s p(x / s)``, for ``x`` in [0, 1): the payment of an active seller as
+        a power series in the stretch around 1 (weighted sums over sellers when ``weights`` is
+        given). Rules that provide it get Mechanism 2's polynomial kernel
+        (:mod:`crowdlib._m2kernels`).
+    series_radius:
+        A lower bound, over ``x`` in [0, 1), on the radius of convergence of that series in ``t``.
     """
 
     name: str
@@ -139,6 +150,8 @@ class AllocationRule:
     continuous: bool = True
     jumps: tuple[float, ...] = ()
     steps: tuple[tuple[float, float], ...] = ()
+    series: Callable[..., FloatArray] | None = field(default=None, repr=False)
+    series_radius: float = 0.0
 
     @classmethod
     def from_phi(cls, phi: Callable[[FloatArray], FloatArray], name: str,
@@ -198,8 +211,45 @@ def _taylor_linear(K: int) -> FloatArray:
     return c
 
 
+def _weighted(rows: list[FloatArray], weights: FloatArray | None) -> FloatArray:
+    if weights is None:
+        return np.vstack(rows) if rows[0].ndim else np.array(rows)
+    return np.array([float(np.dot(weights, r)) for r in rows])
+
+
+def _series_opt(x: Any, K: int, weights: FloatArray | None = None) -> FloatArray:
+    """Coefficients of ``G(1 + t; x) = (1 + t) p*(x / (1 + t))`` in powers of ``t``.
+
+    With ``sigma = e - (e - 1) x`` and ``z = e / sigma``: ``c_0 = p*(x)``,
+    ``c_1 = -1 + e/(e-1) (ln sigma + z - 1)`` and, for ``k >= 2``,
+    ``c_k = e/(e-1) (-1)^k (k z^(k-1) - (k-1) z^k - 1) / (k (k-1))`` (from
+    ``G = x - s + e/(e-1) (s ln(e s - (e-1) x) - s ln s)``). Radius ``1 - (1 - 1/e) x >= 1/e``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = 1.0 - x
+    kappa = E / (E - 1.0)
+    log_sigma = np.log1p((E - 1.0) * y)
+    z = E / (1.0 + (E - 1.0) * y)
+    rows = [-y + kappa * log_sigma, -1.0 + kappa * (log_sigma + z - 1.0)]
+    zp = z
+    for k in range(2, K + 1):
+        zk = zp * z
+        rows.append(kappa * (-1.0) ** k * (k * zp - (k - 1) * zk - 1.0) / (k * (k - 1)))
+        zp = zk
+    return _weighted(rows, weights)
+
+
+def _series_linear(x: Any, K: int, weights: FloatArray | None = None) -> FloatArray:
+    """``G(1 + t; x) = ((1 + t) - x^2 / (1 + t)) / 2``: ``c_0 = (1 - x^2)/2``,
+    ``c_1 = (1 + x^2)/2``, ``c_k = -(-1)^k x^2 / 2``. Radius 1."""
+    x2 = np.asarray(x, dtype=float) ** 2
+    rows = [(1.0 - x2) / 2.0, (1.0 + x2) / 2.0] + [-(-1.0) ** k * x2 / 2.0 for k in range(2, K + 1)]
+    return _weighted(rows, weights)
+
+
 #: phi*(x) = 1 + ln(1 - (1 - 1/e) x) on [0, 1): the optimal rule of Theorem 1.
-OPTIMAL_RULE = AllocationRule("optimal", _phi_opt, _p_opt, _taylor_opt)
+OPTIMAL_RULE = AllocationRule("optimal", _phi_opt, _p_opt, _taylor_opt, series=_series_opt,
+                              series_radius=1.0 / E)
 
 #: phi = 1 on [0, 1), 0 after (Definition 3): Mechanism 1 with it is Section 2's auction.
 UNIFORM_RULE = AllocationRule(
@@ -217,6 +267,8 @@ LINEAR_RULE = AllocationRule(
     lambda x: np.where(np.asarray(x, dtype=float) < 1.0,
                        (1.0 - np.minimum(np.asarray(x, dtype=float), 1.0) ** 2) / 2.0, 0.0),
     _taylor_linear,
+    series=_series_linear,
+    series_radius=1.0,
 )
 
 
@@ -363,55 +415,88 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
     return np.minimum(a_next[lo], cap(lo))
 
 
-def _step_stopping_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
-                         B: float) -> tuple[float, FloatArray]:
-    """Mechanism 1's stopping rate ``r*`` and every seller's ``r_i`` (its cost set to 0), exactly,
-    for a step rule ``p(x) = sum_s v_s [x < t_s]``: O(S n log n).
-
-    The total payment is ``r W(r)`` with ``W(r) = sum_s v_s sum_{rho_j < t_s r} u_j`` piecewise
-    constant between the breakpoints ``rho_j / t_s``; seller ``i`` at cost 0 adds
-    ``u_i sum_s v_s [r <= rho_i / t_s]``. Each rate is the supremum of ``r`` with payment ``<= B``,
-    found by a binary search over the pieces (the payment increases with ``r``).
-    """
-    t = np.array([s_[0] for s_ in steps], dtype=float)
-    v = np.array([s_[1] for s_ in steps], dtype=float)
-    S, n = t.size, rho.size
-    bp = rho[None, :] / t[:, None]                                    # (S, n) breakpoints
-    a, inv = np.unique(np.concatenate(([0.0], bp.ravel())), return_inverse=True)
-    W = np.bincount(inv[1:], weights=(v[:, None] * u[None, :]).ravel(), minlength=a.size).cumsum()
-    m = a.size
-    a_next = np.append(a[1:], np.inf)
-    pos = inv[1:].reshape(S, n)                                       # index of rho_i / t_s in a
-    # seller i at cost 0: on piece k it adds u_i v_s for every step with k < pos[s, i]; stored
-    # as the (S, n) increments, with query n the plain r* (no extra)
-    own = np.hstack([pos, np.full((S, 1), m)])
-    uu = np.append(u, 0.0)
-
-    def cap(k: NDArray[np.int_]) -> FloatArray:
-        extra = uu * (v[:, None] * (k[None, :] < own)).sum(axis=0)
-        w = W[k] + extra
-        with np.errstate(divide="ignore"):
-            return np.where(w > 0, B / np.where(w > 0, w, 1.0), np.inf)
-
-    lo = np.zeros(n + 1, dtype=int)
-    hi = np.full(n + 1, m - 1, dtype=int)
-    while np.any(lo < hi):
-        mid = (lo + hi + 1) // 2
-        ok = cap(mid) > a[mid]
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid - 1)
-    rates = np.minimum(a_next[lo], cap(lo))
-    return float(rates[-1]), rates[:-1]
+#: markets at least this large get the stopping rate of a rule with a series by Newton's method
+#: from a strided sample's estimate (a few passes over the sellers instead of Brent's dozen)
+NEWTON_RATE_MIN_N = 20_000
 
 
-def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float) -> float:
+def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float, r0: float,
+                 lo: float, hi: float, own: tuple[float, float] | None = None) -> float | None:
+    """The stopping rate by Newton's method on the exact total payment, whose value and slope
+    in the stretch are ``sum u_j c_0(x_j)`` and ``sum u_j c_1(x_j)`` (``rule.series``), from
+    ``r0`` inside the bracket ``[lo, hi]`` (``hi`` infeasible or the end of the sellers given:
+    ``ra < hi`` holds all who can be active). ``own = (rho_i, u_i)``: seller i's term replaced by
+    its payment at cost 0. Returns None unless it converges within 12 steps (bisection is kept
+    for the caller); the result is checked feasible on the exact sum."""
+    p0 = float(rule.unit_payment(np.zeros(1))[0])
+    eps = np.finfo(float).eps
+    r, done = r0, False
+    for _ in range(12):
+        x = ra / r
+        w = np.where(x < 1.0, ua, 0.0)        # inactive sellers weigh 0 (their x is clipped to 1)
+        np.minimum(x, 1.0, out=x)
+        value, slope = rule.series(x, 1, w)
+        if own is not None:
+            xi = own[0] / r
+            ci = rule.series(np.array([min(xi, 1.0)]), 1) if xi < 1.0 else np.zeros((2, 1))
+            value += own[1] * (p0 - ci[0, 0])
+            slope += own[1] * (p0 - ci[1, 0])
+        f = r * value - B
+        if f <= 0:
+            lo = max(lo, r)
+        else:
+            hi = min(hi, r)
+        r_new = r - f / slope if slope > 0 else 0.5 * (lo + hi)
+        if not (lo < r_new < hi):
+            r_new = 0.5 * (lo + hi)
+        if abs(r_new - r) <= 2 * eps * r:     # converged: r is the root to an ulp or two
+            done = True
+            break
+        if hi - lo <= 2 * eps * hi and lo == r:   # bracketed to an ulp, r its feasible end
+            done = True
+            break
+        r = r_new
+    if not done:
+        return None
+
+    def excess(q: float) -> float:
+        extra = 0.0 if own is None else own[1] * q * (p0 - float(rule.unit_payment(np.array([own[0] / q]))[0]))
+        return _payment_sum(rule, ra, ua, q) + extra - B
+
+    for _ in range(16):                        # feasible on the exact sum, by a few ulps at most
+        if excess(r) <= 0:
+            return float(r)
+        r = float(np.nextafter(r, 0.0))
+    return None
+
+
+def _newton_stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float) -> float | None:
+    """Mechanism 1's stopping rate by :func:`_newton_rate`, started from the stopping rate of an
+    evenly strided sample of ~4000 sellers (budget scaled by their share of the sellers: the
+    sample's expected spend at any rate)."""
+    stride = max(1, rho.size // 4096)
+    sr, su = rho[::stride], u[::stride]
+    r0 = _stopping_rate(rule, sr, su, B * sr.size / rho.size, newton=False)
+    cap = 1.5 * r0
+    keep = rho < cap
+    r = _newton_rate(rule, rho[keep], u[keep], B, r0, 0.0, cap)
+    return r if r is not None and r < cap else None
+
+
+def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float,
+                   newton: bool = True) -> float:
     """Largest r with total payment <= B (Mechanism 1's stopping rate)."""
     if rule is UNIFORM_RULE:
         return float(_uniform_stopping_rates(rho, u, B, np.zeros(1), None)[0])
+    if newton and rule.series is not None and rule.continuous and rho.size >= NEWTON_RATE_MIN_N:
+        r = _newton_stopping_rate(rule, rho, u, B)
+        if r is not None:
+            return r
 
-    def excess(r: float) -> float:
-        return _payment_sum(rule, rho, u, r) - B
+    def excess_on(rr: FloatArray, uu: FloatArray) -> Callable[[float], float]:
+        return lambda r: _payment_sum(rule, rr, uu, r) - B
 
+    excess = excess_on(rho, u)
     hi = max(float(rho.max()), B / float(u.sum()), 1e-300)
     for _ in range(2200):                      # bounded: _instance keeps B / sum(u) in range
         if excess(hi) > 0:
@@ -419,11 +504,23 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
         hi *= 2.0
     else:  # pragma: no cover
         raise RuntimeError("no stopping rate spends the budget")
+    active = rho < hi                          # p vanishes beyond x = 1: the others pay nothing
+    if not active.all():
+        compressed = excess_on(rho[active], u[active])
+        if compressed(hi) > 0:                 # the same sum in another order: keep the bracket
+            excess = compressed
     lo = hi / 2.0
     for _ in range(2200):
         if not (lo > 0 and excess(lo) > 0):
             break
         hi, lo = lo, lo / 2.0
+    return _solve_rate(excess, lo, hi, rule.continuous)
+
+
+def _solve_rate(excess: Callable[[float], float], lo: float, hi: float, continuous: bool) -> float:
+    """The largest feasible rate in ``[lo, hi]``, given ``excess(lo) <= 0 < excess(hi)`` and an
+    increasing ``excess`` (total payment minus budget): Brent's method for a continuous payment,
+    then a step down to the feasible side; bisection otherwise. Bounded iterations."""
     def bisect(a: float, z: float) -> float:
         """The feasible end after bisection: excess(a) <= 0 < excess(z) throughout."""
         for _ in range(1100):
@@ -436,7 +533,7 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
                 z = mid
         return float(a)
 
-    if rule.continuous:
+    if continuous:
         r = optimize.brentq(excess, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
         r = min(max(r, lo), hi)
         for _ in range(16):                    # step down to the feasible side by a few ulps
@@ -445,6 +542,31 @@ def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: floa
             r = np.nextafter(r, 0.0)
         return bisect(lo, r)                   # still infeasible (subnormal rates): bisect
     return bisect(lo, hi)
+
+
+def _own_rate(rule: AllocationRule, rho_act: FloatArray, u_act: FloatArray, B: float, rho_i: float,
+              u_i: float, lo: float, r_star: float) -> float:
+    """Seller i's ``r_i`` (its cost set to 0) on the bracket ``[lo, r*]``, exactly: O(n).
+
+    ``rho_act``, ``u_act``: the sellers active at ``r*`` (``rho_j < r*``), seller i among them
+    if it is; its own term ``u_i r p(rho_i / r)`` is replaced by ``u_i r p(0)``.
+    """
+    p0 = float(rule.unit_payment(np.zeros(1))[0])
+
+    def excess(r: float) -> float:
+        own = u_i * r * (p0 - float(rule.unit_payment(np.array([rho_i / r]))[0]))
+        return _payment_sum(rule, rho_act, u_act, r) + own - B
+
+    if excess(r_star) <= 0:
+        return r_star
+    lo = min(lo, r_star) if lo > 0 else 0.5 * r_star    # theta_i = 1 leaves the bracket open at 0
+    for _ in range(2200):                      # the bracket lemma gives excess(lo) <= 0; rounding
+        if excess(lo) <= 0 or lo <= 0:
+            break
+        lo *= 0.5
+    if lo <= 0:  # pragma: no cover - _instance keeps every rate a normal float
+        raise RuntimeError("no feasible rate below r* for this seller")
+    return _solve_rate(excess, lo, r_star, rule.continuous)
 
 
 TIE_MODES = ("index", "fractional", "exclude")
@@ -556,9 +678,9 @@ def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
 class Mechanism2Result(_BuyerValue):
     """Outcome of Mechanism 2(phi): fractions, payments, and each seller's rate r_i.
 
-    ``path`` says how the rates were computed: ``"fast"`` (the O(n log n) method),
-    ``"uniform"`` (the exact piecewise search of the uniform rule) or ``"naive"`` (one
-    Mechanism 1 stopping rate per seller, O(n^2)).
+    ``path`` says how the rates were computed: ``"fast"`` (the polynomial and Chebyshev/Taylor
+    kernels of a rule with a series), ``"uniform"`` or ``"steps"`` (the exact search over the
+    pieces of a step rule) or ``"naive"`` (one Mechanism 1 stopping rate per seller, O(n^2)).
     """
 
     allocation: FloatArray
@@ -628,19 +750,23 @@ def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, 
 #: each seller above it gets its own exact stopping-rate search (O(n) each)
 FAST_THETA_LIMIT = 0.25
 
-#: more sellers than this (or than n / 64) above FAST_THETA_LIMIT and Mechanism 2 uses the naive
-#: method for the whole market (with a warning on large markets)
+#: a tier of sellers whose widest bracket is at most this uses the polynomial kernel of
+#: :mod:`crowdlib._m2kernels` (rules with ``series``); wider ones the Chebyshev/Taylor method
+SERIES_THETA_LIMIT = 0.1
+
+#: more sellers than this (or than n / 64) above FAST_THETA_LIMIT and Mechanism 2 warns (on large
+#: markets) that their own searches, O(n) each, add up towards O(n^2)
 MAX_WIDE_SELLERS = 64
 #: near sellers are summed exactly while there are at most this many times (K + 1)^2 of them
 #: (K = Taylor order), else through the Taylor prefix sums; tests set it to 0 to force those
 NEAR_DIRECT_FACTOR = 2
 
 
-def _fast_rates(rule: AllocationRule, rho: FloatArray, c: FloatArray, u: FloatArray,
+def _fast_rates(rule: AllocationRule, rho: FloatArray, u: FloatArray,
                 B: float, r_star: float, lo: FloatArray, which: NDArray[np.int_]) -> FloatArray:
     """r_i for the sellers ``which`` at once: Chebyshev (far sellers) + Taylor prefix sums
     (near) + Illinois. The representation spans the widest bracket among ``which``."""
-    rates = np.full(c.size, r_star)
+    rates = np.full(rho.size, r_star)
     todo = which[lo[which] < r_star]
     if todo.size == 0:
         return rates
@@ -745,13 +871,15 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     ``u_i r_i p(rho_i / r_i)``. Lemma 1: ``r_i <= r*``.
 
     The uniform rule and the other step rules (``steps``, e.g. :func:`three_level_rule`) are
-    computed exactly by binary search over the pieces of their step-shaped payment, in
-    O(n log n); rules with a Taylor series at 1 (the optimal and linear rules) use the
-    O(n log n) method of the module docstring for every seller with ``theta_i <= 0.25`` and an
-    exact O(n) search for each of the few others. Only a rule with neither (one built by
-    :meth:`AllocationRule.from_phi`), or a market with many sellers beyond that limit, falls
-    back to :func:`mechanism2_naive` (with a warning on large markets). ``result.path`` says
-    which ran.
+    computed exactly by a sorted search over the pieces of their step-shaped payment, in
+    O(n log n) (:func:`crowdlib._m2kernels.step_rates`). Rules with a power series in the
+    stretch (``series``: the optimal and linear rules) get, for every seller with
+    ``theta_i <= 0.1``, the root of a polynomial on a known piece
+    (:func:`crowdlib._m2kernels.series_rates`); sellers with ``0.1 < theta_i <= 0.25`` the
+    Chebyshev/Taylor method of the module docstring; each seller beyond 0.25 its own exact O(n)
+    search (a warning says when they are many, as their cost then tends to O(n^2)). Only a rule
+    with neither a series nor steps (one built by :meth:`AllocationRule.from_phi`) falls back to
+    :func:`mechanism2_naive` (with a warning on large markets). ``result.path`` says which ran.
 
     ``ties``: a seller whose rate equals its own ``r_i`` gets ``phi(1) = 0`` with
     ``"exclude"``; with ``"index"`` (default) the tied sellers are served in index order, at
@@ -762,41 +890,68 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     c, u, B = _instance(costs, utilities, budget)
     ties = _check_ties(ties)
     rl = get_rule(rule)
-    if rl is UNIFORM_RULE:
-        return mechanism2_naive(c, u, B, rl, ties=ties)
-    if rl.steps:                          # a step rule: every rate exactly, in O(n log n)
-        rho = c / u
-        r_star, rates = _step_stopping_rates(rl.steps, rho, u, B)
+    rho = c / u
+    if rl is UNIFORM_RULE or rl.steps:    # a step rule: every rate exactly, in O(n log n)
+        if rl is UNIFORM_RULE:
+            r_star, rates = _m2.uniform_rates(rho, u, B)
+        else:
+            r_star, rates = _m2.step_rates(rl.steps, rho, u, B)
         rates = np.where(c == 0.0, r_star, rates)
         x = rho / rates
         alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
-        return Mechanism2Result(alloc, pay, rates, r_star, u, "steps")
-    if rl.taylor_at_one is None:
+        return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "steps")
+    if rl.taylor_at_one is None and rl.series is None:
         return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
-    rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
-    lo = _lemma9_bracket(rl, c, u, B, r_star)
-    theta = 1.0 - lo / r_star
+    p0 = float(rl.unit_payment(np.zeros(1))[0])
+    theta = np.clip(np.minimum(c, u * (r_star * p0)) / B, 0.0, 1.0)   # r_i in [r* (1 - theta_i), r*]
     wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
-    if wide.size > max(MAX_WIDE_SELLERS, c.size // 64):
-        return _naive_fallback(c, u, B, rl, ties, f"{wide.size} sellers have theta_i > "
-                               f"{FAST_THETA_LIMIT} (the fast path's limit)")
+    if wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N:
+        import warnings
+
+        from ._validation import CrowdlibWarning
+
+        warnings.warn(f"mechanism2: {wide.size} of {c.size} sellers have theta_i > {FAST_THETA_LIMIT} "
+                      "(beyond the fast path's bracket); each gets its own exact O(n) search, which "
+                      "tends to O(n^2) when most sellers are that large; this can be slow",
+                      CrowdlibWarning, stacklevel=2)
     rates = np.full(c.size, r_star)
-    for i in wide:      # the few sellers with a wide bracket: each by its own exact search, O(n)
-        saved = rho[i]
-        rho[i] = 0.0
-        rates[i] = _stopping_rate(rl, rho, u, B)
-        rho[i] = saved
+    theta_wide = theta[wide]
     theta = np.where(theta > FAST_THETA_LIMIT, 0.0, theta)   # the others by the fast path
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
-    # (a seller with a large cost or utility) get their own representation, so that one
-    # outlier does not widen the bracket, the near set and the Taylor order for everybody
-    pos = np.flatnonzero(theta > 0)
-    if pos.size:
-        cut = 2.0 * float(np.quantile(theta[pos], 0.99))
-        for tier in (pos[theta[pos] <= cut], pos[theta[pos] > cut]):
-            if tier.size:
-                rates[tier] = _fast_rates(rl, rho, c, u, B, r_star, lo, tier)[tier]
+    # (a seller with a large cost or utility) get their own, so that one outlier does not widen
+    # the bracket, the near set and the series order for everybody
+    if theta.max() > 0:
+        # the 99th percentile of theta, on an evenly strided sample of at most ~10^4 sellers
+        sample = theta[:: max(1, c.size // 10_000)]
+        sample = sample[sample > 0]
+        cut = 2.0 * float(np.quantile(sample, 0.99)) if sample.size else 0.0
+        x = rho / r_star                     # in units of r*: the kernels see rates near 1
+        bulk = theta <= cut
+        for tier in ((None if bulk.all() else np.flatnonzero(bulk)), np.flatnonzero(~bulk)):
+            if tier is not None and not tier.size:
+                continue
+            th = float(theta.max() if tier is None else theta[tier].max())
+            if rl.series is not None and th <= SERIES_THETA_LIMIT:
+                t = _m2.series_rates(rl.series, rl.series_radius, p0, x, u, B / r_star, theta, tier)
+                if tier is None:
+                    rates = r_star * (1.0 + t)
+                else:
+                    rates[tier] = r_star * (1.0 + t)
+            else:
+                idx = np.arange(c.size) if tier is None else tier
+                rates[idx] = r_star * _fast_rates(rl, x, u, B / r_star, 1.0, 1.0 - theta, idx)[idx]
+    if wide.size:       # the few sellers with a wide bracket: each by its own exact search, O(n)
+        act = rho < r_star
+        rho_a, u_a = rho[act], u[act]
+        for i, th_i in zip(wide, theta_wide):
+            lo_i = r_star * (1.0 - float(th_i))
+            r_i = None
+            if rl.series is not None and rl.continuous:
+                r_i = _newton_rate(rl, rho_a, u_a, B, r_star, lo_i, r_star,
+                                   own=(float(rho[i]), float(u[i])))
+            rates[i] = r_i if r_i is not None else _own_rate(
+                rl, rho_a, u_a, B, float(rho[i]), float(u[i]), lo_i, r_star)
     x = rho / rates
     return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u, "fast")
 

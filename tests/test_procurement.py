@@ -100,9 +100,11 @@ def test_lemma4_mechanism1_optimal_rule_gets_one_minus_one_over_e(seed, n):
 
 # ------------------------------------------------------------ the fast Mechanism 2
 @pytest.mark.parametrize("rule", ["optimal", "linear"])
-@pytest.mark.parametrize("direct", [True, False], ids=["near-exact", "near-taylor"])
+@pytest.mark.parametrize("direct", ["series", True, False], ids=["polynomial", "near-exact", "near-taylor"])
 def test_fast_mechanism2_equals_the_naive_definition(rule, direct, monkeypatch):
-    if not direct:
+    if direct != "series":
+        monkeypatch.setattr(P, "SERIES_THETA_LIMIT", 0.0)  # the Chebyshev/Taylor kernel
+    if direct is False:
         monkeypatch.setattr(P, "NEAR_DIRECT_FACTOR", 0)  # force the Taylor prefix sums
     rng = np.random.default_rng(11)
     for _ in range(15):
@@ -413,3 +415,108 @@ def test_step_rules_are_exact_in_n_log_n():
         warnings.simplefilter("error")
         big = P.mechanism2(c, np.ones(c.size), 0.25 * c.sum(), P.three_level_rule(0.5, 0.6))
     assert big.path == "steps" and big.payments.sum() <= 0.25 * c.sum() * (1 + 1e-12)
+
+
+# ------------------------------------------------------------ the kernels of crowdlib._m2kernels
+@pytest.mark.parametrize("rule", [P.OPTIMAL_RULE, P.LINEAR_RULE])
+def test_stretch_series_equal_the_payment_they_expand(rule):
+    """``G(1 + t; x) = (1 + t) p(x / (1 + t))`` against its series, inside the radius."""
+    x = np.array([0.0, 1e-9, 0.3, 0.7, 0.95, 1 - 1e-12])
+    for t in (-0.2, -1e-3, -1e-9, 0.0, 1e-4):
+        series = rule.series(x, 40)
+        powers = t ** np.arange(41)[:, None]
+        direct = (1 + t) * rule.unit_payment(np.minimum(x / (1 + t), 1.0))
+        active = x < 1 + t
+        assert np.allclose((series * powers).sum(axis=0)[active], direct[active], rtol=0, atol=1e-14)
+    w = np.linspace(0.5, 2.0, x.size)
+    assert np.allclose(rule.series(x, 5, w), rule.series(x, 5) @ w, rtol=1e-14)
+
+
+def _crossing_market(rng, n):
+    """A market where many sellers' rates sit inside the bulk bracket (ties at the top): the
+    roots of many sellers fall below the near sellers' rates (lower pieces)."""
+    c = rng.uniform(0, 1, n)
+    u = rng.uniform(0.5, 1.5, n)
+    B = 0.3 * c.sum()
+    r = P.mechanism1(c, u, B).rate
+    k = n // 10
+    c[:k] = r * u[:k] * (1 - rng.uniform(0, 3.0 / n, k))     # rates just below r*
+    return c, u, B
+
+
+def test_polynomial_kernel_roots_on_lower_pieces_equal_the_definition(monkeypatch):
+    from crowdlib import _m2kernels as M
+
+    calls = []
+    real_newton = M._newton
+
+    def spy(A, b, t, lo, hi):
+        calls.append(t.size)
+        return real_newton(A, b, t, lo, hi)
+
+    monkeypatch.setattr(M, "_newton", spy)
+    rng = np.random.default_rng(3)
+    for n in (400, 1500):
+        c, u, B = _crossing_market(rng, n)
+        for rule in ("optimal", "linear"):
+            calls.clear()
+            fast, slow = P.mechanism2(c, u, B, rule), P.mechanism2_naive(c, u, B, rule)
+            assert len(calls) >= 2                      # some roots were moved to lower pieces
+            assert np.allclose(fast.rates, slow.rates, rtol=1e-12, atol=0)
+
+
+def test_step_kernel_with_four_steps_equals_the_definition():
+    """A hand-made four-step rule (p decreasing, steps at 0.2, 0.5, 0.8, 1) through the exact
+    search, against Mechanism 1 per seller; ties and zero costs included."""
+    t = np.array([0.2, 0.5, 0.8, 1.0])
+    phi_levels = np.array([1.0, 0.7, 0.4, 0.2])           # phi on [0, .2), [.2, .5), [.5, .8), [.8, 1)
+
+    def phi(x):
+        x = np.asarray(x, dtype=float)
+        return np.where(x < 1.0, phi_levels[np.minimum(np.searchsorted(t, x, side="right"), 3)], 0.0)
+
+    # p(x) = x phi(x) + int_x^1 phi = sum_s v_s [x < t_s] with v_s = t_s (phi_s - phi_{s+1})
+    v = t * (phi_levels - np.append(phi_levels[1:], 0.0))
+
+    def pay(x):
+        x = np.asarray(x, dtype=float)
+        return (v[:, None] * (x.ravel()[None, :] < t[:, None])).sum(axis=0).reshape(x.shape)
+
+    rule = P.AllocationRule("four-step", phi, pay, None, continuous=False, jumps=(0.2, 0.5, 0.8),
+                            steps=tuple(zip(t, v)))
+    x = np.linspace(0, 1.2, 241)
+    integral = np.array([np.sum(phi(np.linspace(xi, 1, 20001)[:-1])) / 20000 * (1 - xi) for xi in x])
+    assert np.allclose(pay(x), x * phi(x) + integral, atol=2e-4)   # the steps are p's
+    rng = np.random.default_rng(8)
+    for _ in range(12):
+        n = int(rng.integers(5, 120))
+        c = np.round(rng.uniform(0, 1, n), 2) * (rng.random(n) > 0.1)
+        u = rng.choice([0.5, 1.0, 1.5], n)
+        B = float(rng.uniform(0.05, 0.8) * c.sum() + 1e-3)
+        for ties in P.TIE_MODES:
+            fast, slow = P.mechanism2(c, u, B, rule, ties=ties), P.mechanism2_naive(c, u, B, rule, ties=ties)
+            assert fast.path == "steps"
+            assert np.allclose(fast.rates, slow.rates, rtol=1e-12, atol=0)
+            assert np.allclose(fast.payments, slow.payments, rtol=0, atol=1e-12 * B)
+
+
+@pytest.mark.parametrize("rule", ["optimal", "linear", "uniform", "three"])
+def test_large_market_rates_equal_each_sellers_own_search(rule):
+    """At 2 * 10^5 sellers (beyond the naive method), a sample of sellers' rates against the
+    definition: Mechanism 1's stopping rate with that seller's cost set to 0, by the bracketing
+    search, independently of the kernels. An outlier at theta = 0.5 included."""
+    rng = np.random.default_rng(21)
+    n = 200_000
+    c, u = rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)
+    B = 0.25 * c.sum()
+    c[0], u[0] = 0.5 * B, 1e4
+    rl = P.three_level_rule(0.5, 0.6) if rule == "three" else P.get_rule(rule)
+    out = P.mechanism2(c, u, B, rl)
+    assert out.path in ("fast", "uniform", "steps")
+    generic = P.AllocationRule("by-bisection", rl.phi, rl.unit_payment, None, continuous=rl.continuous)
+    rho = c / u
+    for i in [0, *rng.choice(n, 6, replace=False)]:
+        saved, rho[i] = rho[i], 0.0
+        r_i = P._stopping_rate(generic, rho, u, B)
+        rho[i] = saved
+        assert out.rates[i] == pytest.approx(r_i, rel=1e-12, abs=0), i

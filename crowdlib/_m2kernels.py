@@ -1,0 +1,319 @@
+"""Fast kernels of Mechanism 2 (Anari, Goel & Nikzad, Section 4), used by :mod:`crowdlib.procurement`.
+
+Seller ``i``'s rate ``r_i`` is the stopping rate of Mechanism 1 on the market with ``c_i`` set to
+0. Computing each by its definition is O(n) per seller, O(n^2) in all. Here:
+
+* **Step rules** (the uniform rule, the three-level rules): the total payment is ``r W(r)`` with
+  ``W`` a step function whose pieces are the sorted breakpoints ``rho_j / t_s``. On piece ``k``
+  the largest feasible rate with an extra utility weight ``w`` is ``B / (W_k + w)``, and piece
+  ``k`` is reachable iff ``w < g_k = B / a_k - W_k``, a decreasing sequence: one sorted
+  ``searchsorted`` of all sellers' weights gives every rate exactly (then checked against the
+  exact predicate and moved by one piece where rounding disagrees). A seller's own extra weight is
+  a step function of ``r`` too (its breakpoints ``rho_i / t_s``), so its rate is the last of at
+  most ``S + 1`` such searches whose answer falls inside its segment. O(S n log n).
+* **Rules with a power series** (the optimal and linear rules): in units of the stopping rate,
+  ``s = r / r*`` and ``x_j = rho_j / r*``, a seller's payment ``u_j r* G(s; x_j)``, with
+  ``G(s; x) = s p(x / s)``, is analytic in ``s`` near 1 once the seller is active (``x_j < s``),
+  with radius of convergence at least ``radius`` (``1/e`` for ``phi*``, 1 for the linear rule).
+  Every ``r_i`` lies in ``[r* (1 - theta_i), r*]`` (our proof of Lemma 9's bound). For a tier
+  of sellers with ``theta_i <= theta`` the total payment on that bracket is, between two
+  consecutive rates ``x_j`` of the *near* sellers (``1 - theta <= x_j < 1``), one polynomial in
+  ``t = s - 1``: the series of the far sellers summed once, plus prefix sums of the near
+  sellers' series in sorted order. Each seller's own correction (its cost set to 0) is a
+  polynomial too, so ``r_i`` is the root of a polynomial of degree ``K`` on a known piece:
+  Newton's method on all sellers at once, starting on the top piece; the few roots that fall
+  below a near seller's rate are moved to their piece by binary search over the pieces.
+  ``K`` is chosen so that the truncated tail, ``(theta / radius)^(K+1)`` relative, is below
+  1e-18. O(n K) after the O(n_near log n_near) sort of the near sellers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int_]
+
+
+# ------------------------------------------------------------------ step rules
+def _pieces(runs: list[FloatArray], weights: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
+    """Sorted distinct breakpoints ``a`` (with ``a_0 = 0``) and ``W_k = sum(wt[bp <= a_k])``,
+    from breakpoint arrays that are each sorted already (merged by a run-aware stable sort)."""
+    if len(runs) == 1:
+        b, wt = runs[0], weights[0]
+    else:
+        bp, wt = np.concatenate(runs), np.concatenate(weights)
+        order = np.argsort(bp, kind="stable")      # timsort: linear-time merge of sorted runs
+        b, wt = bp[order], wt[order]
+    cum = np.cumsum(wt)
+    last = np.flatnonzero(np.append(b[1:] != b[:-1], True))
+    a, W = b[last], cum[last]
+    if a[0] > 0.0:
+        a, W = np.concatenate(([0.0], a)), np.concatenate(([0.0], W))
+    return a, W
+
+
+def _caps(W: FloatArray, B: float, w: FloatArray) -> FloatArray:
+    tot = W + w
+    if tot.size and tot.min() > 0:
+        return B / tot
+    with np.errstate(divide="ignore"):
+        return np.where(tot > 0, B / np.where(tot > 0, tot, 1.0), np.inf)
+
+
+class _Pieces:
+    """The pieces ``(a_k, a_{k+1}]`` of a step-shaped ``W`` and the reachability thresholds
+    ``g_k = B / a_k - W_k`` (decreasing: piece ``k`` is reachable with weight ``w`` iff
+    ``w < g_k``, up to rounding)."""
+
+    def __init__(self, a: FloatArray, W: FloatArray, B: float) -> None:
+        self.a, self.W, self.B = a, W, B
+        self.a_next = np.append(a[1:], np.inf)
+        self._neg_g: FloatArray | None = None
+
+    @property
+    def neg_g(self) -> FloatArray:
+        if self._neg_g is None:
+            a, W, B = self.a, self.W, self.B
+            with np.errstate(divide="ignore"):
+                g = np.where(a > 0, B / np.where(a > 0, a, 1.0), np.inf) - W
+            self._neg_g = -np.minimum.accumulate(g)   # non-decreasing; kept so under rounding
+        return self._neg_g
+
+    def stopping_rate(self) -> float:
+        """``sup{r : r W(r) <= B}``: the last piece with ``a_k W_k < B``, checked exactly."""
+        return float(self.rates(np.zeros(1), presorted=True, k0=np.array(
+            [int(np.searchsorted(self.a * self.W, self.B, side="left")) - 1]))[0])
+
+    def rates(self, w: FloatArray, presorted: bool = False, k0: IntArray | None = None) -> FloatArray:
+        """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0``, exactly: a sorted
+        ``searchsorted`` on ``g``, then the exact predicate ``B / (W_k + w) > a_k`` moves the
+        few answers that rounding put on a neighbouring piece."""
+        a, W, B, m = self.a, self.W, self.B, self.a.size
+        order = np.arange(w.size) if presorted else np.argsort(w)
+        ws = w if presorted else w[order]
+        k = np.searchsorted(self.neg_g, -ws, side="left") - 1 if k0 is None else k0
+        np.clip(k, 0, m - 1, out=k)
+        cap = _caps(W[k], B, ws)
+        bad = np.flatnonzero(~(cap > a[k]) & (k > 0))
+        top = k < m - 1
+        nxt = np.flatnonzero(top)
+        bad_up = nxt[_caps(W[k[nxt] + 1], B, ws[nxt]) > a[k[nxt] + 1]]
+        bad = np.union1d(bad, bad_up)
+        for _ in range(64):                       # rounding: move by single pieces, both ways
+            if bad.size == 0:
+                break
+            kk = k[bad]
+            down = (kk > 0) & ~(_caps(W[kk], B, ws[bad]) > a[kk])
+            up = ~down & (kk < m - 1)
+            up[up] = _caps(W[kk[up] + 1], B, ws[bad][up]) > a[kk[up] + 1]
+            k[bad] = kk - down + up
+            bad = bad[down | up]
+        cap = _caps(W[k], B, ws)
+        out_sorted = np.minimum(self.a_next[k], cap)
+        if presorted:
+            return out_sorted
+        out = np.empty_like(out_sorted)
+        out[order] = out_sorted
+        return out
+
+
+def piece_rates(a: FloatArray, W: FloatArray, B: float, w: FloatArray) -> FloatArray:
+    """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0`` (see :class:`_Pieces`)."""
+    return _Pieces(a, W, B).rates(np.asarray(w, dtype=float))
+
+
+def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
+               B: float) -> tuple[float, FloatArray]:
+    """Mechanism 1's ``r*`` and every seller's ``r_i`` for ``p(x) = sum_s v_s [x < t_s]``.
+
+    ``W(r) = sum_s v_s sum_{rho_j < t_s r} u_j``; seller ``i`` at cost 0 adds
+    ``u_i sum_{s <= sigma} v_s`` on the segment ``(rho_i / t_{sigma+1}, rho_i / t_sigma]`` of
+    ``r`` (``t`` increasing, ``t_0 = 0``, ``t_{S+1}`` giving the segment ``(0, rho_i]``).
+    Only breakpoints up to a bound on ``r*`` are merged: the last step alone pays at least
+    ``r v_S sum_{j' <= j} u_j'`` for ``r > rho_(j)``, so ``r* <= rho_(j)`` once that reaches ``B``.
+    """
+    t = np.array([s_[0] for s_ in steps], dtype=float)
+    v = np.array([s_[1] for s_ in steps], dtype=float)
+    S = t.size
+    order = np.argsort(rho)
+    rs, us = rho[order], u[order]
+    runs, weights = [rs if ts == 1.0 else rs / ts for ts in t], [us if vs == 1.0 else vs * us for vs in v]
+    if S > 1 and v[-1] > 0:
+        j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
+        if j < rs.size:
+            bound = float(rs[j]) * (1.0 + 1e-9)
+            cut = [int(np.searchsorted(r_, bound, side="right")) + 1 for r_ in runs]
+            runs, weights = [r_[:k] for r_, k in zip(runs, cut)], [w_[:k] for w_, k in zip(weights, cut)]
+    a, W = _pieces(runs, weights)
+    r_star = _Pieces(a, W, B).stopping_rate()
+    # every r_i <= r*: only the pieces up to the one holding r* matter
+    keep = int(np.searchsorted(a, r_star, side="left")) + 1
+    pieces = _Pieces(a[:keep], W[:keep], B)
+    rates = np.full(rho.size, r_star)
+    V = np.cumsum(v)                                # V[sigma - 1] = sum_{s <= sigma} v_s
+    # segment sigma = 0 (r > rho_i / t_1, no extra): feasible up to r* when r* > rho_i / t_1
+    pending = np.flatnonzero(~(r_star > rho / t[0]))   # rho / t_s as in the breakpoints, exactly
+    pending = pending[np.argsort(u[pending])]           # queries sorted once, for every segment
+    for sigma in range(1, S + 1):
+        if pending.size == 0:
+            break
+        rp = rho[pending]
+        if sigma < S:
+            # the segment (rho_i / t_{sigma+1}, rho_i / t_sigma] can hold r_i <= r* only if its
+            # left end is below r*
+            lo = rp / t[sigma]
+            maybe = np.flatnonzero(lo < r_star)
+            if not maybe.size:
+                continue
+            q = pending[maybe]
+            R = pieces.rates(u[q] * V[sigma - 1], presorted=True)
+            found = R > lo[maybe]
+            rates[q[found]] = np.minimum(rp[maybe][found] / t[sigma - 1], R[found])
+            drop = np.zeros(pending.size, dtype=bool)
+            drop[maybe[found]] = True
+            pending = pending[~drop]
+        else:
+            R = pieces.rates(u[pending] * V[sigma - 1], presorted=True)
+            rates[pending] = np.minimum(rp / t[sigma - 1], R) if t[sigma - 1] != 1.0 else np.minimum(rp, R)
+    return r_star, rates
+
+
+def uniform_rates(rho: FloatArray, u: FloatArray, B: float) -> tuple[float, FloatArray]:
+    """``r*`` and every ``r_i`` for the uniform rule: the step rule ``p(x) = [x < 1]``."""
+    return step_rates(((1.0, 1.0),), rho, u, B)
+
+
+# ------------------------------------------------------------------ rules with a power series
+Series = Callable[..., FloatArray]
+
+
+def series_order(theta: float, radius: float, ratio: float) -> int:
+    """Smallest ``K`` with ``ratio * (theta / radius)^(K+1) <= 1e-18`` (at least 2, at most 60)."""
+    q = theta / radius
+    if q <= 0.0:
+        return 2
+    need = (math.log(1e-18) - math.log(max(ratio, 1e-300))) / math.log(q)
+    return int(min(60, max(2, math.ceil(need) - 1)))
+
+
+def _horner(A: list, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Value and derivative of ``sum_k A[k] t^k`` (entries scalars or arrays)."""
+    f = A[-1] + 0.0 * t
+    d = np.zeros_like(t)
+    for k in range(len(A) - 2, -1, -1):
+        d = d * t + f
+        f = f * t + A[k]
+    return f, d
+
+
+def _newton(A: list, b: float, t: FloatArray, lo: FloatArray, hi: FloatArray) -> FloatArray:
+    """Root of ``sum_k A[k] t^k = b`` in ``[lo, hi]`` (an increasing polynomial there), to the
+    precision of ``s = 1 + t``: iterations stop when no step exceeds ``2 eps`` (40 at most)."""
+    for _ in range(40):
+        f, d = _horner(A, t)
+        f -= b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(d > 0, f / np.where(d > 0, d, 1.0), 0.0)
+        t_new = np.clip(t - step, lo, hi)
+        done = bool(np.all(np.abs(t_new - t) <= 2 * np.finfo(float).eps))
+        t = t_new
+        if done:
+            break
+    return t
+
+
+def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: FloatArray, b: float,
+                 theta: FloatArray, which: IntArray | None = None) -> FloatArray:
+    """``t_i = r_i / r* - 1`` for the sellers ``which`` (all sellers if None).
+
+    ``series(x, K)`` returns the ``(K + 1, len(x))`` coefficients ``c_k(x)`` of
+    ``G(1 + t; x) = sum_k c_k(x) t^k``; ``b = B / r*`` is the budget in units of the stopping
+    rate; seller ``i``'s root lies in ``[-theta_i, 0]``.
+    """
+    q_idx = np.arange(x.size) if which is None else which
+    thq = theta if which is None else theta[which]
+    th = float(thq.max()) if thq.size else 0.0
+    out = np.zeros(q_idx.size)
+    if th <= 0.0:
+        return out
+    lo_s = 1.0 - th
+    W_idx = np.flatnonzero(x < 1.0)                 # the winners: active at r*
+    xw, uw = x[W_idx], u[W_idx]
+    u_max = float(u[q_idx].max())
+    # series orders: the total (weights up to sum u) and each seller's own correction (u_i)
+    K = series_order(th, radius, 4.0 * (float(uw.sum()) + u_max) / b)
+    Ko = min(K, series_order(th, radius, 4.0 * u_max / b))
+    Cw = series(xw, K)                                             # (K+1, winners)
+    near_w = xw >= lo_s
+    Fk = Cw @ np.where(near_w, 0.0, uw)                            # far sellers, summed
+    o = np.flatnonzero(near_w)
+    o = o[np.argsort(xw[o], kind="stable")]
+    xn, Cn = xw[o], Cw[:, o] * uw[o]
+    N = xn.size
+    T = Fk[:, None] + np.hstack([np.zeros((K + 1, 1)), np.cumsum(Cn, axis=1)])   # (K+1, N+1)
+    top = [float(T[k, N]) for k in range(K + 1)]
+
+    # the queries in two groups: winners (own term replaced by u_i p0 s) and losers (own term
+    # u_i p0 s added); on the top piece every winner is active
+    if which is None:
+        qw, ql = W_idx, np.flatnonzero(x >= 1.0)
+        pos_w, pos_l = qw, ql                       # positions in the output
+        Cq = Cw[: Ko + 1]
+    else:
+        wq = x[which] < 1.0
+        pos_w, pos_l = np.flatnonzero(wq), np.flatnonzero(~wq)
+        qw, ql = which[pos_w], which[pos_l]
+        Cq = series(x[qw], Ko) if qw.size else np.zeros((Ko + 1, 0))
+    t = np.zeros(q_idx.size)
+    for pos, q, C in ((pos_w, qw, Cq), (pos_l, ql, None)):
+        if not q.size:
+            continue
+        uq = u[q]
+        A: list = [top[k] - uq * C[k] if (C is not None and k <= Ko) else top[k] for k in range(K + 1)]
+        A[0] = A[0] + uq * p0
+        A[1] = A[1] + uq * p0
+        lo = -theta[q]
+        t0 = np.clip((b - A[0]) / A[1], lo, 0.0)   # a linear first step, then Newton
+        t[pos] = _newton(A, b, t0, lo, np.zeros(q.size))
+
+    if N:
+        # a root at or below the top near seller's rate lies on a lower piece: binary search over
+        # the pieces (piece m is (xn[m-1], xn[m]] in s, with xn[N] = 1), then Newton on it
+        cross = np.flatnonzero(1.0 + t <= xn[-1])
+        if cross.size:
+            sel = q_idx[cross]
+            xs, us, ths = x[sel], u[sel], theta[sel]
+            Cs = np.zeros((Ko + 1, sel.size))
+            ws = xs < 1.0
+            if ws.any():
+                Cs[:, ws] = series(xs[ws], Ko)
+            far_s, near_s = xs < lo_s, (xs >= lo_s) & (xs < 1.0)
+
+            def coeffs(m: IntArray) -> list:
+                """The crossing queries' total payment on piece ``m`` (``m`` near sellers active)."""
+                act = far_s | (near_s & (m > 0) & (xs <= xn[np.maximum(m - 1, 0)]))
+                ua = np.where(act, us, 0.0)
+                A = [T[k, m] - (ua * Cs[k] if k <= Ko else 0.0) for k in range(K + 1)]
+                A[0] = A[0] + us * p0
+                A[1] = A[1] + us * p0
+                return A
+
+            kink = np.append(xn, 1.0) - 1.0                   # t at the right end of piece m
+            lo_p, hi_p = np.zeros(sel.size, dtype=int), np.full(sel.size, N)
+            while np.any(lo_p < hi_p):                          # largest m with P(left end) <= b
+                mid = (lo_p + hi_p + 1) // 2
+                f, _ = _horner(coeffs(mid), kink[mid - 1])
+                ok = f <= b
+                lo_p = np.where(ok, mid, lo_p)
+                hi_p = np.where(ok, hi_p, mid - 1)
+            left = np.where(lo_p > 0, kink[np.maximum(lo_p - 1, 0)], -np.inf)
+            lo_t = np.maximum(left, -ths)
+            hi_t = np.minimum(kink[lo_p], 0.0)
+            t[cross] = _newton(coeffs(lo_p), b, np.clip(t[cross], lo_t, hi_t), lo_t, hi_t)
+    out[:] = np.where(thq > 0, np.minimum(t, 0.0), 0.0)
+    return out
