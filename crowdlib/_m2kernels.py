@@ -122,11 +122,6 @@ class _Pieces:
         return out
 
 
-def piece_rates(a: FloatArray, W: FloatArray, B: float, w: FloatArray) -> FloatArray:
-    """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0`` (see :class:`_Pieces`)."""
-    return _Pieces(a, W, B).rates(np.asarray(w, dtype=float))
-
-
 def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
                B: float) -> tuple[float, FloatArray]:
     """Mechanism 1's ``r*`` and every seller's ``r_i`` for ``p(x) = sum_s v_s [x < t_s]``.

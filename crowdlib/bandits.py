@@ -106,12 +106,13 @@ def _user_pmf(R: int, mean: float, dispersion: float) -> FloatArray:
 
     q = mean / R
     pmf = np.zeros(R + 1)
-    if q <= 0.0:
+    a, b = dispersion * q, dispersion * (1 - q)
+    # a -> 0 (b -> 0) puts all mass on 0 (on R): below 1e-290 the rest of the law is below 1e-290
+    if q <= 0.0 or a < 1e-290:
         pmf[0] = 1.0
-    elif q >= 1.0:
+    elif q >= 1.0 or b < 1e-290:
         pmf[R] = 1.0
     else:
-        a, b = dispersion * q, dispersion * (1 - q)
         k = np.arange(R + 1)
         logc = gammaln(R + 1) - gammaln(k + 1) - gammaln(R - k + 1)
         pmf = np.exp(logc + betaln(k + a, R - k + b) - betaln(a, b))
@@ -224,6 +225,10 @@ def _draw_law(inst: "ISPInstance", users: IntArray, rng: np.random.Generator) ->
 
 
 # ------------------------------------------------------------------ the instance
+#: the largest group (users per contest) an instance accepts: every count stays an exact int64
+MAX_GROUP_SIZE = 10**9
+
+
 @dataclass(frozen=True)
 class ISPInstance:
     """An incentive selection problem: K incentives (arms) with known costs and group sizes.
@@ -257,9 +262,10 @@ class ISPInstance:
             raise ValueError(f"every entry of costs must be > 0, got min {c.min():g}")
         R = integer("max_tasks", max_tasks, low=1)
         if isinstance(group_sizes, (int, np.integer)) and not isinstance(group_sizes, bool):
-            g = np.full(c.size, int(group_sizes))
+            g = np.full(c.size, integer("group_sizes", group_sizes, low=1, high=MAX_GROUP_SIZE))
         else:
-            gv = real_vector("group_sizes", group_sizes, length=c.size, length_name="one per cost")
+            gv = real_vector("group_sizes", group_sizes, length=c.size, length_name="one per cost",
+                             high=MAX_GROUP_SIZE)
             if np.any(gv != np.round(gv)):
                 raise ValueError("group_sizes must be whole numbers")
             g = gv.astype(np.int64)
@@ -808,6 +814,20 @@ def _resolve(policy: Any) -> Policy:
     raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
 
 
+def _resolve_all(policies: Any) -> list[Policy]:
+    """A list of policy names or Policy objects, each resolved; errors name ``policies[k]``."""
+    if isinstance(policies, (str, Policy)) or not isinstance(policies, (list, tuple)):
+        raise TypeError(f"policies must be a list of policy names or Policy objects, got "
+                        f"{type(policies).__name__}")
+    resolved = []
+    for k, p in enumerate(policies):
+        try:
+            resolved.append(_resolve(p))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"policies[{k}]: {err}") from None
+    return resolved
+
+
 #: the most contests one run may buy (exact integers in double precision, with room for sums)
 MAX_CONTESTS = 2.0 ** 40
 
@@ -1085,10 +1105,12 @@ def run_grid(settings: list[Setting], policies: list[Any], runs: int, seed: Any,
     if isinstance(settings, Setting) or not hasattr(settings, "__iter__"):
         raise TypeError("settings must be a list of Setting")
     settings = list(settings)
+    if not settings:
+        raise ValueError("settings must hold at least one Setting")
     for st in settings:
         if not isinstance(st, Setting):
             raise TypeError(f"settings must hold Setting objects, got {type(st).__name__}")
-    pols = tuple(_resolve(p) for p in policies)
+    pols = tuple(_resolve_all(policies))
     if isinstance(seed, np.random.Generator):   # drawn from once, so every setting sees one root
         from .experiments import root_sequence
 
@@ -1128,15 +1150,7 @@ def benchmark(instance: ISPInstance, policies: list[Any], budget: float, periods
     Both are timed in the same call, so their ratio is meaningful on any machine.
     Returns ``(policy name, vectorised runs/s, loop runs/s)`` per policy.
     """
-    if isinstance(policies, (str, Policy)) or not isinstance(policies, (list, tuple)):
-        raise TypeError(f"policies must be a list of policy names or Policy objects, got "
-                        f"{type(policies).__name__}")
-    resolved = []
-    for k, p in enumerate(policies):
-        try:
-            resolved.append(_resolve(p))
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"policies[{k}]: {err}") from None
+    resolved = _resolve_all(policies)
     rows = []
     for pol in resolved:
         t0 = time.perf_counter()

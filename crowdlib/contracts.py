@@ -31,6 +31,7 @@ Ambiguities of the paper and how they are resolved (see the chapter):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -486,9 +487,16 @@ def luce_equilibrium(weights: Any, budget: float, cost_coefficients: Any,
     if np.any(B >= top):
         raise ValueError(f"budget must be < c_i'(1) = {top.min():g} for every agent (Assumption 1), "
                          f"got {B:g}")
+    if np.any(B / top < 1e-280):
+        raise ValueError(f"budget / c_i'(1) must be at least 1e-280 for every agent (below it the "
+                         f"equilibrium p_i underflows double precision), got {float(np.min(B / top)):g}")
     # start near the symmetric large-n equilibrium, c_i'(1) p_i^2 n = B
     guess = np.clip(np.sqrt(B / (n * top)), 1e-6, 0.9)
-    p = _solve_foc(lambda q: luce_win_probabilities(w, q, pr, method), B, mc, n, guess)
+    try:
+        p = _solve_foc(lambda q: luce_win_probabilities(w, q, pr, method), B, mc, n, guess)
+    except ValueError as err:           # the solver stepped to a non-finite p
+        raise ValueError(f"weights, budget and cost_coefficients: the first-order conditions could not "
+                         f"be solved in double precision ({err})") from None
     res = np.max(np.abs(mc(p) - B * luce_win_probabilities(w, p, pr, method)))
     if not res <= 1e-9 * max(1.0, B):
         raise RuntimeError(f"luce_equilibrium: FOC residual {res:.2e} above 1e-9")
@@ -678,16 +686,21 @@ def two_agent_optimal_share(v1: float, v2: float, c1: float, c2: float) -> float
     v2 = real("v2", v2, low=0.0, low_open=True)
     c1 = real("c1", c1, low=1.0, low_open=True)
     c2 = real("c2", c2, low=1.0, low_open=True)
-    r = v1 / v2
-    if r <= c1 * (c2 - 1) / (c1 * c2 + c2 - 1):
+    with np.errstate(over="ignore"):
+        r = v1 / v2
+    if not math.isfinite(r) or r == 0.0:
+        raise ValueError(f"v1 / v2 must be a positive finite ratio, got {v1:g} / {v2:g}")
+    # the corner conditions divided through by c1 c2 (no overflow for costs near 1e300)
+    if r <= (1 - 1 / c2) / (1 + 1 / c1 - 1 / (c1 * c2)):
         return 0.0
-    if r >= (c1 * c2 + c1 - 1) / (c2 * (c1 - 1)):
+    if r >= (1 + 1 / c2 - 1 / (c1 * c2)) / (1 - 1 / c1):
         return 1.0
     # the stationary point rationalised: (sqrt(D) - M) / (r - 1) = (D - M^2) / ((r - 1)(sqrt(D) + M))
-    # with M = c1 + (c2 - 1) r and D - M^2 = (r - 1)(c1 c2 (r - 1) + M); no cancellation at r = 1
+    # with M = c1 + (c2 - 1) r and D - M^2 = (r - 1)(c1 c2 (r - 1) + M); no cancellation at r = 1;
+    # D's two factors and c1 c2 (r - 1) are formed so that no product overflows
     M = c1 + (c2 - 1) * r
-    root = np.sqrt((c1 + c2 - 1) * (c1 + c2 * r * r - r))
-    return float(np.clip((c1 * c2 * (r - 1) + M) / (root + M), 0.0, 1.0))
+    root = math.sqrt(c1 + c2 - 1) * math.sqrt(c1 + c2 * r * r - r)
+    return float(np.clip((c1 * (c2 * (r - 1)) + M) / (root + M), 0.0, 1.0))
 
 
 # ------------------------------------------- optimal Luce contract (n agents)

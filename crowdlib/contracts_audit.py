@@ -133,7 +133,7 @@ def set_slacks(p, budget: float, cost_coefficients) -> dict[frozenset, float]:
                           length_name="p's agents")
     if p.size > 16:
         raise ValueError(f"p: at most 16 agents can be enumerated, got {p.size}")
-    M = outcomes(p.size)
+    M = outcomes(p.size, of="p")
     reach = -np.expm1(M @ np.log1p(-np.minimum(p, 1.0 - 1e-300)))
     pay = M @ (p * k * p)
     return {frozenset(np.flatnonzero(row).tolist()): float(s)
@@ -146,6 +146,8 @@ def tight_sets(p, budget: float, cost_coefficients, rtol: float = 1e-9) -> list[
     that is not tight is itself tiny, so an absolute tolerance would misclassify it)."""
     rtol = check.real("rtol", rtol, low=0.0, low_open=True)
     p_arr = check.real_vector("p", p, low=0.0, high=1.0)
+    if p_arr.size == 0:
+        raise ValueError("p must have at least one entry (one per agent)")
     slack = set_slacks(p_arr, budget, cost_coefficients)
     out = []
     for T, s_ in slack.items():
@@ -193,7 +195,7 @@ def random_fgn_comparator(p, cost_coefficients, rng=None) -> FloatArray:
                           length_name="p's agents")
     g = _rng(rng)
     n = p.size
-    M = outcomes(n)
+    M = outcomes(n, of="p")
     Z = g.exponential(1.0, (2 ** n, n)) * M
     if g.uniform() < 1 / 3:
         Z *= g.uniform(size=Z.shape) < 0.6
@@ -233,7 +235,12 @@ def spread_check(p, budget: float, cost_coefficients, payments) -> SpreadCheck:
     B = check.real("budget", budget, low=0.0, low_open=True)
     k = check.real_vector("cost_coefficients", cost_coefficients, low=0.0, length=p.size,
                           length_name="p's agents")
-    Y = np.asarray(payments, dtype=float)
+    if p.size == 0:
+        raise ValueError("p must have at least one entry (one per agent)")
+    try:
+        Y = np.asarray(payments, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"payments must be a (2**n, n) array of real numbers, got {type(payments).__name__}") from None
     if Y.shape != (2 ** p.size, p.size) or not np.all(np.isfinite(Y)) or np.any(Y < 0):
         raise ValueError(f"payments must be finite, >= 0 and of shape {(2 ** p.size, p.size)}")
     if not np.all((p > 0) & (p < 1)):
@@ -244,7 +251,7 @@ def spread_check(p, budget: float, cost_coefficients, payments) -> SpreadCheck:
     T, prob = total_payment_distribution(Y / scale, p, scale)
     a, b = expected_shares(Y / scale, p)
     foc = float(np.max(np.abs(k * p - scale * (b - a))))
-    nobody = outcomes(p.size).sum(axis=1) == 0
+    nobody = outcomes(p.size, of="p").sum(axis=1) == 0
     TL = np.where(nobody, 0.0, B)
     mean_x, mean_l = float(prob @ T), float(prob @ TL)
     some = prob[~nobody].sum()

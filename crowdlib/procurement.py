@@ -380,7 +380,13 @@ def total_payment(costs: Any, utilities: Any, rate: Any, rule: Any = "optimal") 
     if np.any(u <= 0):
         raise ValueError("every entry of utilities must be > 0")
     r = real("rate", rate, low=0.0, low_open=True)
-    return _payment_sum(get_rule(rule), c / u, u, r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rho = c / u
+        total = _payment_sum(get_rule(rule), rho, u, r) if np.all(np.isfinite(rho)) else math.inf
+    if not math.isfinite(total):
+        raise ValueError(f"rate * utilities must keep the total payment finite (at most {np.finfo(float).max:g}), "
+                         f"got rate {r:g} with sum(utilities) {float(u.sum()):g}")
+    return total
 
 
 def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
@@ -1140,6 +1146,9 @@ def three_level_worst_cases(a_values: Any, h_values: Any) -> dict[str, FloatArra
     """:func:`worst_case_lp` for every three-level rule on a grid: ``{"ratio": (len(a), len(h))}``."""
     a = real_vector("a_values", a_values, low=0.0, high=1.0)
     h = real_vector("h_values", h_values, low=0.0, high=1.0)
+    if np.any(a <= 0.0):
+        raise ValueError("every entry of a_values must be in (0, 1] (a = 0 gives phi(0) = h, not a "
+                         f"standard rule), got min {a.min():g}")
     out = np.empty((a.size, h.size))
     with tqdm(total=out.size, desc="three-level rules", disable=None) as bar:
         for i, a_ in enumerate(a):
@@ -1212,7 +1221,12 @@ def hardness_cdf(c: Any) -> FloatArray:
 
     It has an atom ``1/e`` at 0 and ``F(1 - 1/e) = 1``.
     """
-    c = np.asarray(c, dtype=float)
+    if isinstance(c, (str, bytes)) or np.iscomplexobj(c):
+        raise TypeError(f"c must be a real number or array, got {type(c).__name__}")
+    try:
+        c = np.asarray(c, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"c must be a real number or array, got {type(c).__name__}") from None
     if not np.all(np.isfinite(c)):
         raise ValueError("c must be finite")
     inside = np.clip(c, 0.0, Q)
@@ -1286,6 +1300,9 @@ def misreport_utilities(mechanism: Callable[[FloatArray, FloatArray, float], Any
     """
     c, u, B = _instance(costs, utilities, budget)
     f = real_vector("factors", factors, low=0.0)
+    if not callable(mechanism):
+        raise TypeError(f"mechanism must be callable (costs, utilities, budget) -> outcome, got "
+                        f"{type(mechanism).__name__}")
     truth = mechanism(c, u, B)
     honest = truth.payments - c * truth.allocation
     deviating = np.empty((c.size, f.size))

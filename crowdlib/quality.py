@@ -171,6 +171,15 @@ def _broadcast(**arrays: NDArray[np.float64]) -> None:
         raise ValueError(f"{' and '.join(arrays)} must broadcast together, got shapes {shapes}") from None
 
 
+def _to_size(level: NDArray[np.float64], size: tuple[int, ...]) -> None:
+    """Refuse levels that do not broadcast to the sample's shape, naming both."""
+    try:
+        if np.broadcast_shapes(np.shape(level), size) != tuple(size):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"level (shape {np.shape(level)}) must broadcast to size {tuple(size)}") from None
+
+
 def _size(size) -> tuple[int, ...]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size),)
@@ -214,7 +223,9 @@ class UniformQuality(QualityModel):
     def sample(self, rng: np.random.Generator, v: float, level: ArrayLike,
                size: tuple[int, ...]) -> NDArray[np.float64]:
         rng, size = check.generator("rng", rng), _size(size)
-        return rng.uniform(0.0, 1.0, size=size) * _top(level, v)
+        top = _top(level, v)
+        _to_size(top, size)
+        return rng.uniform(0.0, 1.0, size=size) * top
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
         u, level = _quantile_args(u, level)
@@ -281,6 +292,7 @@ class TruncNormQuality(QualityModel):
                size: tuple[int, ...]) -> NDArray[np.float64]:
         rng, size = check.generator("rng", rng), _size(size)
         mu, sd, a, b = self._std(v, level)
+        _to_size(mu, size)
         return stats.truncnorm.rvs(a, b, loc=mu, scale=sd, size=size, random_state=rng)
 
     def quantile(self, u: ArrayLike, v: float, level: ArrayLike) -> NDArray[np.float64]:
