@@ -40,6 +40,21 @@ IntArray = NDArray[np.int_]
 
 
 # ------------------------------------------------------------------ step rules
+def prefix_sum(x: FloatArray) -> FloatArray:
+    """Prefix sums accurate to about one rounding each (a compensated ``cumsum``).
+
+    A plain ``cumsum`` of 10^6 utilities of 1e-16 after one of 1 rounds every one away (the rates
+    would then overspend the budget by 1e-10 of it). Here each step's rounding error is recovered
+    exactly by Knuth's TwoSum from the running sums themselves, ``e_i = (s_{i-1} - (s_i - b)) +
+    (x_i - b)`` with ``b = s_i - s_{i-1}``, and the errors' own prefix sums are added back.
+    """
+    s = np.cumsum(x)
+    prev = np.concatenate(([0.0], s[:-1]))
+    bb = s - prev
+    err = (prev - (s - bb)) + (x - bb)
+    return s + np.cumsum(err)
+
+
 def _pieces(runs: list[FloatArray], weights: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
     """Sorted distinct breakpoints ``a`` (with ``a_0 = 0``) and ``W_k = sum(wt[bp <= a_k])``,
     from breakpoint arrays that are each sorted already (merged by a run-aware stable sort)."""
@@ -49,12 +64,39 @@ def _pieces(runs: list[FloatArray], weights: list[FloatArray]) -> tuple[FloatArr
         bp, wt = np.concatenate(runs), np.concatenate(weights)
         order = np.argsort(bp, kind="stable")      # timsort: linear-time merge of sorted runs
         b, wt = bp[order], wt[order]
-    cum = np.cumsum(wt)
+    cum = prefix_sum(wt)
     last = np.flatnonzero(np.append(b[1:] != b[:-1], True))
     a, W = b[last], cum[last]
     if a[0] > 0.0:
         a, W = np.concatenate(([0.0], a)), np.concatenate(([0.0], W))
     return a, W
+
+
+def breakpoints(rho: FloatArray, t: float) -> FloatArray:
+    """``b = max{r : rho / r >= t}`` in floating point: the last stretch at which the step
+    ``[rho / r < t]`` is still off. The pieces are built on these, so that they agree with the
+    rule's own evaluation of ``rho / r < t`` to the last ulp (``fl(rho / t)`` can be one ulp
+    off, and a seller whose rate lands there would be paid a step the budget did not count).
+    ``b = rho`` for ``t = 1``; a seller with ``rho = 0`` is on at every ``r > 0`` (``b = 0``)."""
+    if t == 1.0:
+        return rho
+    b = rho / t
+    if math.frexp(t)[0] == 0.5 and np.all(b < np.finfo(float).max):
+        return b                                  # a power of two: rho / t and b t are exact
+    pos = rho > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(8):
+            on = pos & (rho / b < t)              # already on at b: b is too large
+            if not on.any():
+                break
+            b[on] = np.nextafter(b[on], 0.0)
+        for _ in range(8):
+            nb = np.nextafter(b, np.inf)
+            off = pos & ~(rho / nb < t)           # still off just above b: b is too small
+            if not off.any():
+                break
+            b[off] = nb[off]
+    return b
 
 
 def _caps(W: FloatArray, B: float, w: FloatArray) -> FloatArray:
@@ -86,8 +128,9 @@ class _Pieces:
 
     def stopping_rate(self) -> float:
         """``sup{r : r W(r) <= B}``: the last piece with ``a_k W_k < B``, checked exactly."""
-        return float(self.rates(np.zeros(1), presorted=True, k0=np.array(
-            [int(np.searchsorted(self.a * self.W, self.B, side="left")) - 1]))[0])
+        with np.errstate(over="ignore"):
+            k0 = int(np.searchsorted(self.a * self.W, self.B, side="left")) - 1
+        return float(self.rates(np.zeros(1), presorted=True, k0=np.array([k0]))[0])
 
     def rates(self, w: FloatArray, presorted: bool = False, k0: IntArray | None = None) -> FloatArray:
         """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0``, exactly: a sorted
@@ -104,7 +147,7 @@ class _Pieces:
         nxt = np.flatnonzero(top)
         bad_up = nxt[_caps(W[k[nxt] + 1], B, ws[nxt]) > a[k[nxt] + 1]]
         bad = np.union1d(bad, bad_up)
-        for _ in range(64):                       # rounding: move by single pieces, both ways
+        for _ in range(m + 1):                    # rounding: move by single pieces, both ways
             if bad.size == 0:
                 break
             kk = k[bad]
@@ -113,6 +156,8 @@ class _Pieces:
             up[up] = _caps(W[kk[up] + 1], B, ws[bad][up]) > a[kk[up] + 1]
             k[bad] = kk - down + up
             bad = bad[down | up]
+        else:  # pragma: no cover - the reachable pieces are a prefix, so the moves stop
+            raise RuntimeError("step kernel: the piece search did not settle")
         cap = _caps(W[k], B, ws)
         out_sorted = np.minimum(self.a_next[k], cap)
         if presorted:
@@ -137,7 +182,8 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
     S = t.size
     order = np.argsort(rho)
     rs, us = rho[order], u[order]
-    runs, weights = [rs if ts == 1.0 else rs / ts for ts in t], [us if vs == 1.0 else vs * us for vs in v]
+    runs = [breakpoints(rs, float(ts)) for ts in t]      # sorted, as rs is
+    weights = [us if vs == 1.0 else vs * us for vs in v]
     if S > 1 and v[-1] > 0:
         j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
         if j < rs.size:
@@ -151,30 +197,32 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
     pieces = _Pieces(a[:keep], W[:keep], B)
     rates = np.full(rho.size, r_star)
     V = np.cumsum(v)                                # V[sigma - 1] = sum_{s <= sigma} v_s
-    # segment sigma = 0 (r > rho_i / t_1, no extra): feasible up to r* when r* > rho_i / t_1
-    pending = np.flatnonzero(~(r_star > rho / t[0]))   # rho / t_s as in the breakpoints, exactly
+    # segment sigma = 0 (r > b_{i,1}, no extra): feasible up to r* when r* > b_{i,1}; the segment
+    # ends b_{i,s} are the breakpoints of the pieces, to the ulp
+    pending = np.flatnonzero(~(r_star > breakpoints(rho, float(t[0]))))
     pending = pending[np.argsort(u[pending])]           # queries sorted once, for every segment
     for sigma in range(1, S + 1):
         if pending.size == 0:
             break
         rp = rho[pending]
+        hi = breakpoints(rp, float(t[sigma - 1]))
         if sigma < S:
-            # the segment (rho_i / t_{sigma+1}, rho_i / t_sigma] can hold r_i <= r* only if its
-            # left end is below r*
-            lo = rp / t[sigma]
+            # the segment (b_{i,sigma+1}, b_{i,sigma}] can hold r_i <= r* only if its left end
+            # is below r*
+            lo = breakpoints(rp, float(t[sigma]))
             maybe = np.flatnonzero(lo < r_star)
             if not maybe.size:
                 continue
             q = pending[maybe]
             R = pieces.rates(u[q] * V[sigma - 1], presorted=True)
             found = R > lo[maybe]
-            rates[q[found]] = np.minimum(rp[maybe][found] / t[sigma - 1], R[found])
+            rates[q[found]] = np.minimum(hi[maybe][found], R[found])
             drop = np.zeros(pending.size, dtype=bool)
             drop[maybe[found]] = True
             pending = pending[~drop]
         else:
             R = pieces.rates(u[pending] * V[sigma - 1], presorted=True)
-            rates[pending] = np.minimum(rp / t[sigma - 1], R) if t[sigma - 1] != 1.0 else np.minimum(rp, R)
+            rates[pending] = np.minimum(hi, R)
     return r_star, rates
 
 
@@ -209,16 +257,32 @@ def _horner(A: list, t: FloatArray) -> tuple[FloatArray, FloatArray]:
 def _newton(A: list, b: float, t: FloatArray, lo: FloatArray, hi: FloatArray) -> FloatArray:
     """Root of ``sum_k A[k] t^k = b`` in ``[lo, hi]`` (an increasing polynomial there), to the
     precision of ``s = 1 + t``: iterations stop when no step exceeds ``2 eps`` (40 at most)."""
+    eps2 = 2 * np.finfo(float).eps
+    moving = np.ones(t.size, dtype=bool)
     for _ in range(40):
         f, d = _horner(A, t)
         f -= b
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(d > 0, f / np.where(d > 0, d, 1.0), 0.0)
         t_new = np.clip(t - step, lo, hi)
-        done = bool(np.all(np.abs(t_new - t) <= 2 * np.finfo(float).eps))
+        moving = np.abs(t_new - t) > eps2
         t = t_new
-        if done:
+        if not moving.any():
+            return t
+    # not settled (a flat or oscillating stretch): bisection on the same increasing polynomial
+    idx = np.flatnonzero(moving)
+    A_sub = [a_[idx] if np.ndim(a_) else a_ for a_ in A]
+    lo_s = np.broadcast_to(lo, t.shape)[idx].copy()
+    hi_s = np.broadcast_to(hi, t.shape)[idx].copy()
+    for _ in range(120):
+        mid = 0.5 * (lo_s + hi_s)
+        f, _ = _horner(A_sub, mid)
+        below = f <= b                          # payment within budget: the root is above mid
+        lo_s = np.where(below, mid, lo_s)
+        hi_s = np.where(below, hi_s, mid)
+        if np.all(hi_s - lo_s <= eps2):
             break
+    t[idx] = lo_s
     return t
 
 

@@ -398,7 +398,8 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
     O((n + q) log n): a vectorised binary search over the pieces of U.
     """
     a, inv = np.unique(np.concatenate(([0.0], rho)), return_inverse=True)
-    W = np.bincount(inv[1:], weights=u, minlength=a.size).cumsum()  # sum over rho_j <= a_k
+    # sum over rho_j <= a_k, accumulated in extended precision (tiny utilities after large ones)
+    W = _m2.prefix_sum(np.bincount(inv[1:], weights=u, minlength=a.size))
     m = a.size
     a_next = np.append(a[1:], np.inf)
     own_idx = (np.searchsorted(a, own, side="left") if own is not None
@@ -452,15 +453,17 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
             lo = max(lo, r)
         else:
             hi = min(hi, r)
-        r_new = r - f / slope if slope > 0 else 0.5 * (lo + hi)
+        step = f / slope if slope > 0 else math.inf
+        if abs(step) <= 2 * eps * r or (hi - lo <= 2 * eps * hi and lo == r):
+            if own is None and f <= 0:
+                # converged on the feasible side; the sums above are term for term those of
+                # _payment_sum, so r is feasible on the exact sum as it stands
+                return float(r)
+            done = True                        # converged: at most a few ulps to step down
+            break
+        r_new = r - step
         if not (lo < r_new < hi):
             r_new = 0.5 * (lo + hi)
-        if abs(r_new - r) <= 2 * eps * r:     # converged: r is the root to an ulp or two
-            done = True
-            break
-        if hi - lo <= 2 * eps * hi and lo == r:   # bracketed to an ulp, r its feasible end
-            done = True
-            break
         r = r_new
     if not done:
         return None
@@ -483,10 +486,13 @@ def _newton_stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, 
     stride = max(1, rho.size // 4096)
     sr, su = rho[::stride], u[::stride]
     r0 = _stopping_rate(rule, sr, su, B * sr.size / rho.size, newton=False)
-    cap = 1.5 * r0
-    keep = rho < cap
-    r = _newton_rate(rule, rho[keep], u[keep], B, r0, 0.0, cap)
-    return r if r is not None and r < cap else None
+    for factor in (1.1, 2.0):                  # only sellers below the cap can be active
+        cap = factor * r0
+        keep = rho < cap
+        r = _newton_rate(rule, rho[keep], u[keep], B, r0, 0.0, cap)
+        if r is not None and r < cap:
+            return r
+    return None
 
 
 def _stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float,
@@ -763,6 +769,8 @@ SERIES_THETA_LIMIT = 0.1
 #: more sellers than this (or than n / 64) above FAST_THETA_LIMIT and Mechanism 2 warns (on large
 #: markets) that their own searches, O(n) each, add up towards O(n^2)
 MAX_WIDE_SELLERS = 64
+#: ... or when their searches together cost more than this many seller-passes (about a second)
+WIDE_WORK_WARN = 2 * 10**7
 #: near sellers are summed exactly while there are at most this many times (K + 1)^2 of them
 #: (K = Taylor order), else through the Taylor prefix sums; tests set it to 0 to force those
 NEAR_DIRECT_FACTOR = 2
@@ -912,7 +920,8 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     p0 = float(rl.unit_payment(np.zeros(1))[0])
     theta = np.clip(np.minimum(c, u * (r_star * p0)) / B, 0.0, 1.0)   # r_i in [r* (1 - theta_i), r*]
     wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
-    if wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N:
+    if ((wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
+            or wide.size * c.size > WIDE_WORK_WARN):
         import warnings
 
         from ._validation import CrowdlibWarning
@@ -959,7 +968,8 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
             rates[i] = r_i if r_i is not None else _own_rate(
                 rl, rho_a, u_a, B, float(rho[i]), float(u[i]), lo_i, r_star)
     x = rho / rates
-    return Mechanism2Result(rl.phi(x), u * rates * rl.unit_payment(x), rates, r_star, u, "fast")
+    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+    return Mechanism2Result(alloc, pay, rates, r_star, u, "fast")
 
 
 # ------------------------------------------------------------------ large-market limit

@@ -520,3 +520,38 @@ def test_large_market_rates_equal_each_sellers_own_search(rule):
         r_i = P._stopping_rate(generic, rho, u, B)
         rho[i] = saved
         assert out.rates[i] == pytest.approx(r_i, rel=1e-12, abs=0), i
+
+
+def test_step_breakpoints_agree_with_the_rule_to_the_ulp():
+    """fl(rho / a) can be one ulp off the last rate at which rho / r >= a; a seller whose rate
+    lands there would be paid a step the budget did not count (1/0.9 is not exact)."""
+    rl = P.three_level_rule(0.9, 0.1)
+    fast, slow = P.mechanism2([1.0, 1.0], [1.0, 1.0], 1.5, rl), P.mechanism2_naive([1.0, 1.0], [1.0, 1.0], 1.5, rl)
+    assert fast.payments.sum() <= 1.5 and np.allclose(fast.payments, slow.payments, atol=1e-15)
+    c = np.tile(np.arange(1.0, 11.0), 10_000)
+    for a in (0.9, 0.7, 0.3):
+        out = P.mechanism2(c, np.ones(c.size), 165_000.0, P.three_level_rule(a, 0.5))
+        assert out.payments.sum() <= 165_000.0 * (1 + 1e-15)
+    from crowdlib._m2kernels import breakpoints
+    rho = np.random.default_rng(2).uniform(0, 5, 10_000)
+    for t in (0.9, 0.7, 1 / 3, 0.5):
+        b = breakpoints(rho, t)
+        assert np.all(rho / b >= t) and np.all(rho / np.nextafter(b, np.inf) < t)
+
+
+def test_many_tiny_utilities_after_a_large_one_keep_the_budget():
+    """A plain cumsum rounds every 1e-16 away after a 1: the rate then overspends by 1e-10."""
+    import math
+
+    from crowdlib._m2kernels import prefix_sum
+
+    n = 200_000
+    rho = np.concatenate([[0.5], np.linspace(0.5000001, 1, n)])
+    u = np.concatenate([[1.0], np.full(n, 1e-16)])
+    for rule in ("uniform", P.three_level_rule(0.5, 0.5)):
+        assert P.mechanism2(rho * u, u, 0.9, rule).payments.sum() <= 0.9 * (1 + 2e-15)
+    assert P.mechanism1(rho * u, u, 0.9, "uniform").payments.sum() <= 0.9 * (1 + 2e-15)
+    x = np.random.default_rng(0).exponential(1.0, 50_000) * np.where(np.arange(50_000) % 7, 1e-14, 1.0)
+    ps = prefix_sum(x)
+    for k in (0, 10, 999, 49_999):
+        assert abs(ps[k] - math.fsum(x[: k + 1])) <= 2e-16 * ps[k]
