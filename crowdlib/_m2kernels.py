@@ -80,11 +80,12 @@ def breakpoints(rho: FloatArray, t: float) -> FloatArray:
     ``b = rho`` for ``t = 1``; a seller with ``rho = 0`` is on at every ``r > 0`` (``b = 0``)."""
     if t == 1.0:
         return rho
-    b = rho / t
+    with np.errstate(over="ignore"):
+        b = rho / t                               # inf beyond the largest float: never reached
     if math.frexp(t)[0] == 0.5 and np.all(b < np.finfo(float).max):
         return b                                  # a power of two: rho / t and b t are exact
-    pos = rho > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    pos = (rho > 0) & (b < np.inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(8):
             on = pos & (rho / b < t)              # already on at b: b is too large
             if not on.any():
@@ -121,7 +122,7 @@ class _Pieces:
     def neg_g(self) -> FloatArray:
         if self._neg_g is None:
             a, W, B = self.a, self.W, self.B
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", over="ignore"):   # B / a of a subnormal a: inf
                 g = np.where(a > 0, B / np.where(a > 0, a, 1.0), np.inf) - W
             self._neg_g = -np.minimum.accumulate(g)   # non-decreasing; kept so under rounding
         return self._neg_g
@@ -185,8 +186,9 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
     runs = [breakpoints(rs, float(ts)) for ts in t]      # sorted, as rs is
     weights = [us if vs == 1.0 else vs * us for vs in v]
     if S > 1 and v[-1] > 0:
-        j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
-        if j < rs.size:
+        with np.errstate(over="ignore"):
+            j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
+        if j < rs.size and rs[j] < 1e300:
             bound = float(rs[j]) * (1.0 + 1e-9)
             cut = [int(np.searchsorted(r_, bound, side="right")) + 1 for r_ in runs]
             runs, weights = [r_[:k] for r_, k in zip(runs, cut)], [w_[:k] for w_, k in zip(weights, cut)]

@@ -153,6 +153,25 @@ class AllocationRule:
     series: Callable[..., FloatArray] | None = field(default=None, repr=False)
     series_radius: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not self.steps:
+            return
+        try:
+            t = np.array([float(s_[0]) for s_ in self.steps])
+            v = np.array([float(s_[1]) for s_ in self.steps])
+        except (TypeError, ValueError, IndexError):
+            raise TypeError("steps must be a tuple of (t, v) pairs of real numbers") from None
+        if (not np.all(np.isfinite(t) & np.isfinite(v)) or np.any(v < 0) or t[-1] != 1.0
+                or np.any(t <= 0) or np.any(np.diff(t) <= 0)):
+            raise ValueError("steps must be ((t_1, v_1), ..., (1, v_S)) with 0 < t_1 < ... < t_S = 1 "
+                             f"and every v_s >= 0, got {self.steps!r}")
+        # the steps must be the rule's own unit payment: checked between and at the step points
+        x = np.unique(np.concatenate([np.linspace(0.0, 1.2, 61), t, np.nextafter(t, 0.0)]))
+        want = (v[:, None] * (x[None, :] < t[:, None])).sum(axis=0)
+        got = np.asarray(self.unit_payment(x), dtype=float)
+        if got.shape != x.shape or not np.allclose(got, want, rtol=1e-12, atol=1e-12):
+            raise ValueError("steps must describe unit_payment: p(x) = sum_s v_s [x < t_s]")
+
     @classmethod
     def from_phi(cls, phi: Callable[[FloatArray], FloatArray], name: str,
                  continuous: bool = True) -> "AllocationRule":
@@ -214,7 +233,7 @@ def _taylor_linear(K: int) -> FloatArray:
 def _weighted(rows: list[FloatArray], weights: FloatArray | None) -> FloatArray:
     if weights is None:
         return np.vstack(rows) if rows[0].ndim else np.array(rows)
-    return np.array([float(np.dot(weights, r)) for r in rows])
+    return np.array([float(np.sum(weights * r)) for r in rows])     # pairwise, as _payment_sum
 
 
 def _series_opt(x: Any, K: int, weights: FloatArray | None = None) -> FloatArray:
@@ -370,7 +389,9 @@ def fractional_optimum(costs: Any, utilities: Any, budget: Any) -> float:
 
 # ------------------------------------------------------------------ Mechanism 1
 def _payment_sum(rule: AllocationRule, rho: FloatArray, u: FloatArray, r: float) -> float:
-    return float(r * np.dot(u, rule.unit_payment(rho / r)))
+    # np.sum's pairwise summation, not a dot product: many tiny payments after a large one must
+    # not be rounded away (a dot product lost 3e-12 of the budget on such a market)
+    return float(r * np.sum(u * rule.unit_payment(rho / r)))
 
 
 def total_payment(costs: Any, utilities: Any, rate: Any, rule: Any = "optimal") -> float:
@@ -658,6 +679,17 @@ class Mechanism1Result(_BuyerValue):
     utilities: FloatArray = field(repr=False)
 
 
+def _check_rate_scale(rule: AllocationRule, u: FloatArray, B: float) -> None:
+    """The stopping rate is at least ``B / (p(0) sum(u))`` (every seller paid ``p(0)`` per unit
+    of stretch at most): refuse budgets that push it beyond double precision."""
+    p0 = float(rule.unit_payment(np.zeros(1))[0])
+    with np.errstate(over="ignore", divide="ignore"):
+        scale = B / (p0 * float(u.sum())) if p0 > 0 else math.inf
+    if not scale <= MAX_RATE_SCALE:
+        raise ValueError(f"budget / (p(0) * sum(utilities)) must be at most {MAX_RATE_SCALE:g} for rule "
+                         f"{rule.name!r} (p(0) = {p0:g}): the stopping rate would overflow, got {scale:g}")
+
+
 def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
                ties: str = "index") -> Mechanism1Result:
     """Mechanism 1(phi) (Section 3.4): one stopping rate for every seller.
@@ -677,11 +709,12 @@ def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     c, u, B = _instance(costs, utilities, budget)
     ties = _check_ties(ties)
     rl = get_rule(rule)
+    _check_rate_scale(rl, u, B)
     rho = c / u
     r = _stopping_rate(rl, rho, u, B)
     x = rho / r
     alloc, pay = _settle_ties(rl, rho, u, B, np.full(c.size, r), rl.phi(x),
-                              u * r * rl.unit_payment(x), ties)
+                              u * (r * rl.unit_payment(x)), ties)
     return Mechanism1Result(alloc, pay, r, u)
 
 
@@ -703,14 +736,6 @@ class Mechanism2Result(_BuyerValue):
     path: str = "naive"
 
 
-def _lemma9_bracket(rule: AllocationRule, c: FloatArray, u: FloatArray, B: float,
-                    r_star: float) -> FloatArray:
-    """Lower end r* (1 - theta_i) of the bracket holding r_i (our proof of Lemma 9)."""
-    p0 = float(rule.unit_payment(np.zeros(1))[0])
-    theta = np.minimum(c, u * r_star * p0) / B
-    return r_star * np.clip(1.0 - theta, 0.0, 1.0)
-
-
 def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
                      ties: str = "index") -> Mechanism2Result:
     """Mechanism 2 by its definition: one Mechanism 1 stopping rate per seller, O(n^2).
@@ -722,6 +747,7 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
     c, u, B = _instance(costs, utilities, budget)
     ties = _check_ties(ties)
     rl = get_rule(rule)
+    _check_rate_scale(rl, u, B)
     rho = c / u
     r_star = _stopping_rate(rl, rho, u, B)
     rates = np.empty_like(c)
@@ -737,7 +763,7 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
             rates[i] = _stopping_rate(rl, rho, u, B)
             rho[i] = saved
     x = rho / rates
-    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "naive")
 
 
@@ -758,7 +784,7 @@ def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, 
     return mechanism2_naive(c, u, B, rl, ties=ties)
 
 
-#: the fast path is used for the sellers whose theta_i (see _lemma9_bracket) is at most this;
+#: the fast path is used for the sellers whose theta_i = min(c_i, u_i r* p(0)) / B is at most this;
 #: each seller above it gets its own exact stopping-rate search (O(n) each)
 FAST_THETA_LIMIT = 0.25
 
@@ -904,6 +930,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     c, u, B = _instance(costs, utilities, budget)
     ties = _check_ties(ties)
     rl = get_rule(rule)
+    _check_rate_scale(rl, u, B)
     rho = c / u
     if rl is UNIFORM_RULE or rl.steps:    # a step rule: every rate exactly, in O(n log n)
         if rl is UNIFORM_RULE:
@@ -912,7 +939,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
             r_star, rates = _m2.step_rates(rl.steps, rho, u, B)
         rates = np.where(c == 0.0, r_star, rates)
         x = rho / rates
-        alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+        alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
         return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "steps")
     if rl.taylor_at_one is None and rl.series is None:
         return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
@@ -968,7 +995,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
             rates[i] = r_i if r_i is not None else _own_rate(
                 rl, rho_a, u_a, B, float(rho[i]), float(u[i]), lo_i, r_star)
     x = rho / rates
-    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * rates * rl.unit_payment(x), ties)
+    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "fast")
 
 

@@ -555,3 +555,33 @@ def test_many_tiny_utilities_after_a_large_one_keep_the_budget():
     ps = prefix_sum(x)
     for k in (0, 10, 999, 49_999):
         assert abs(ps[k] - math.fsum(x[: k + 1])) <= 2e-16 * ps[k]
+
+
+def test_second_referee_regressions():
+    """Pairwise sums keep the budget with many tiny payments; a tiny p(0) cannot overflow the
+    payments (refused when the stopping rate itself would); extreme rates raise no warnings;
+    malformed steps are refused."""
+    import math
+    import warnings
+
+    n = 100_000
+    u = np.r_[1.0, np.full(n, 1e-16)]
+    c = np.r_[0.0, np.linspace(0.5, 0.9, n)] * u
+    for rule in ("linear", "optimal"):
+        assert math.fsum(P.mechanism2(c, u, 0.9, rule).payments) <= 0.9 * (1 + 4e-15)
+    assert math.fsum(P.mechanism1(c, u, 0.9, P.three_level_rule(0.5, 0.5)).payments) <= 0.9 * (1 + 4e-15)
+    pay = P.mechanism2([1e16, 1e16], [1e16, 1e16], 2e283, P.three_level_rule(1e-13, 0.0)).payments
+    assert np.all(np.isfinite(pay)) and pay.sum() <= 2e283 * (1 + 1e-15)
+    with pytest.raises(ValueError, match="p\\(0\\)"):
+        P.mechanism2([1.0], [1.0], 1e280, P.three_level_rule(1e-30, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P.mechanism2([1.7e308, 1.0], [1.0, 1.0], 1.0, P.three_level_rule(0.9, 0.1))
+        P.mechanism2([1e300, 1.0], [1.0, 1.0], 1.0, P.three_level_rule(1e-9, 0.5))
+        P.mechanism2([1e-310, 1.0], [1.0, 1.0], 1.0, "uniform")
+    with pytest.raises(ValueError, match="steps"):
+        P.AllocationRule("bad", P.UNIFORM_RULE.phi, P.UNIFORM_RULE.unit_payment, None, continuous=False,
+                         steps=((0.5, 1.0),))
+    with pytest.raises(ValueError, match="steps must describe"):
+        P.AllocationRule("bad", P.UNIFORM_RULE.phi, P.UNIFORM_RULE.unit_payment, None, continuous=False,
+                         steps=((0.5, 0.5), (1.0, 0.5)))
