@@ -1298,6 +1298,10 @@ def posted_price_outcome(costs: Any, price: Any) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ Appendix C
+#: the most trials :func:`rounded_spend` returns (two float arrays of that length)
+MAX_ROUNDING_TRIALS = 10**7
+
+
 def rounded_spend(allocation: Any, payments: Any, trials: int, rng: Any,
                   chunk: int = 2_000_000) -> tuple[FloatArray, FloatArray]:
     """Randomised rounding of a fractional outcome (our version of Appendix C).
@@ -1310,7 +1314,8 @@ def rounded_spend(allocation: Any, payments: Any, trials: int, rng: Any,
     """
     f = real_vector("allocation", allocation, low=0.0, high=1.0)
     pay = real_vector("payments", payments, low=0.0, length=f.size, length_name="one per seller")
-    trials = integer("trials", trials, low=1)
+    trials = integer("trials", trials, low=1, high=MAX_ROUNDING_TRIALS)
+    chunk = integer("chunk", chunk, low=1)
     rng = _rng(rng)
     keep = f > 0
     f, pay = f[keep], pay[keep]
