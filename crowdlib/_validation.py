@@ -79,6 +79,20 @@ def real_vector(name: str, values: Any, *, low: float | None = None,
     return arr
 
 
+def real_array(name: str, values: Any) -> NDArray[np.float64]:
+    """A float array of any shape (a scalar included) of finite real numbers."""
+    if isinstance(values, (str, bytes)) or np.iscomplexobj(values):
+        raise TypeError(f"{name} must be a real number or an array of real numbers, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number or an array of real numbers, got "
+                        f"{type(values).__name__}") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite numbers (no NaN or inf)")
+    return arr
+
+
 def distribution(name: str, prior: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Check a finite distribution given as a mapping ``support point -> probability``.
 

@@ -245,19 +245,6 @@ def _csec_expected_marginal(v: float, efforts: NDArray[np.float64], model: Quali
     return np.where(efforts > 0, gain, 0.0)
 
 
-def _finite_array(name: str, x: Any) -> NDArray[np.float64]:
-    """A real array of finite numbers, any shape."""
-    if isinstance(x, (str, bytes)) or np.iscomplexobj(x):
-        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}") from None
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must contain only finite numbers")
-    return arr
-
-
 def csec_payments(qualities: NDArray[np.float64], efforts: NDArray[np.float64],
                   expected_marginal: NDArray[np.float64]) -> NDArray[np.float64]:
     """Vectorised Eqs. (24)-(25) for a batch of quality vectors (shape ``(R, n)``).
@@ -266,11 +253,11 @@ def csec_payments(qualities: NDArray[np.float64], efforts: NDArray[np.float64],
     the realised marginal term is ``Q_h - Q^(2)`` for the top agent ``h``
     (lowest index among ties) and 0 for everyone else.
     """
-    q = np.atleast_2d(_finite_array("qualities", qualities))
+    q = np.atleast_2d(check.real_array("qualities", qualities))
     if q.ndim != 2:
         raise ValueError(f"qualities must be a (runs, n) array, got shape {q.shape}")
-    efforts = _finite_array("efforts", efforts)
-    expected_marginal = _finite_array("expected_marginal", expected_marginal)
+    efforts = check.real_array("efforts", efforts)
+    expected_marginal = check.real_array("expected_marginal", expected_marginal)
     for name, arr in (("efforts", efforts), ("expected_marginal", expected_marginal)):
         if arr.shape != (q.shape[1],):
             raise ValueError(f"{name} must have shape ({q.shape[1]},) (one entry per agent of "

@@ -237,10 +237,7 @@ def spread_check(p, budget: float, cost_coefficients, payments) -> SpreadCheck:
                           length_name="p's agents")
     if p.size == 0:
         raise ValueError("p must have at least one entry (one per agent)")
-    try:
-        Y = np.asarray(payments, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"payments must be a (2**n, n) array of real numbers, got {type(payments).__name__}") from None
+    Y = check.real_array("payments", payments)
     if Y.shape != (2 ** p.size, p.size) or not np.all(np.isfinite(Y)) or np.any(Y < 0):
         raise ValueError(f"payments must be finite, >= 0 and of shape {(2 ** p.size, p.size)}")
     if not np.all((p > 0) & (p < 1)):

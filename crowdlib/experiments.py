@@ -80,13 +80,7 @@ class MeanCI:
 def _sample(name: str, x: Any) -> NDArray[np.float64]:
     if np.ndim(x) > 1:
         raise ValueError(f"{name} must be one-dimensional (one value per run), got shape {np.shape(x)}")
-    if isinstance(x, (str, bytes)) or np.iscomplexobj(x):
-        raise TypeError(f"{name} must be a sequence of real numbers, got {type(x).__name__}")
-    try:
-        flat = np.ravel(np.asarray(x, dtype=float))
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a sequence of real numbers, got {type(x).__name__}") from None
-    arr = check.real_vector(name, flat)
+    arr = check.real_vector(name, np.ravel(check.real_array(name, x)))
     if arr.size < MIN_SAMPLES:
         raise ValueError(f"{name} must hold at least {MIN_SAMPLES} runs, got {arr.size}")
     return arr

@@ -52,7 +52,7 @@ from scipy.special import binom
 from tqdm import tqdm
 
 from . import _m2kernels as _m2
-from ._validation import integer, real, real_vector
+from ._validation import integer, real, real_array, real_vector
 
 __all__ = [
     "hardness_rule_spend",
@@ -1258,14 +1258,7 @@ def hardness_cdf(c: Any) -> FloatArray:
 
     It has an atom ``1/e`` at 0 and ``F(1 - 1/e) = 1``.
     """
-    if isinstance(c, (str, bytes)) or np.iscomplexobj(c):
-        raise TypeError(f"c must be a real number or array, got {type(c).__name__}")
-    try:
-        c = np.asarray(c, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"c must be a real number or array, got {type(c).__name__}") from None
-    if not np.all(np.isfinite(c)):
-        raise ValueError("c must be finite")
+    c = real_array("c", c)
     inside = np.clip(c, 0.0, Q)
     return np.where(c < 0, 0.0, np.where(c >= Q, 1.0, 1.0 / (E * (1.0 - inside))))
 
