@@ -28,7 +28,7 @@ How ambiguities of the paper (whose text we worked from lost its formulas) are r
   utility kept, as Lemma 1's proof requires.
 * Fast Mechanism 2: every ``r_i`` lies in ``[r* (1 - theta_i), r*]`` with
   ``theta_i = min(c_i, u_i r* p(0)) / B`` (our proof of Lemma 9's bound, in the
-  chapter). The kernels of :mod:`crowdlib._m2kernels` use it: step rules by an exact sorted
+  chapter). The kernels of ``crowdlib._m2kernels`` use it: step rules by an exact sorted
   search over the pieces of the payment; rules with a power series by one polynomial per piece
   between the rates of the sellers inside the bracket, whose roots Newton's method finds for
   all sellers at once. Sellers with a wider bracket (``0.1 < theta_i <= 0.25``) use the earlier
@@ -138,7 +138,7 @@ class AllocationRule:
         with ``G(s; x) = s p(x / s)``, for ``x`` in [0, 1): the payment of an active seller as
         a power series in the stretch around 1 (weighted sums over sellers when ``weights`` is
         given). Rules that provide it get Mechanism 2's polynomial kernel
-        (:mod:`crowdlib._m2kernels`).
+        (``crowdlib._m2kernels``).
     series_radius:
         A lower bound, over ``x`` in [0, 1), on the radius of convergence of that series in ``t``.
     """
@@ -789,7 +789,7 @@ def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, 
 FAST_THETA_LIMIT = 0.25
 
 #: a tier of sellers whose widest bracket is at most this uses the polynomial kernel of
-#: :mod:`crowdlib._m2kernels` (rules with ``series``); wider ones the Chebyshev/Taylor method
+#: ``crowdlib._m2kernels`` (rules with ``series``); wider ones the Chebyshev/Taylor method
 SERIES_THETA_LIMIT = 0.1
 
 #: more sellers than this (or than n / 64) above FAST_THETA_LIMIT and Mechanism 2 warns (on large
@@ -912,10 +912,10 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
 
     The uniform rule and the other step rules (``steps``, e.g. :func:`three_level_rule`) are
     computed exactly by a sorted search over the pieces of their step-shaped payment, in
-    O(n log n) (:func:`crowdlib._m2kernels.step_rates`). Rules with a power series in the
+    O(n log n) (``crowdlib._m2kernels.step_rates``). Rules with a power series in the
     stretch (``series``: the optimal and linear rules) get, for every seller with
     ``theta_i <= 0.1``, the root of a polynomial on a known piece
-    (:func:`crowdlib._m2kernels.series_rates`); sellers with ``0.1 < theta_i <= 0.25`` the
+    (``crowdlib._m2kernels.series_rates``); sellers with ``0.1 < theta_i <= 0.25`` the
     Chebyshev/Taylor method of the module docstring; each seller beyond 0.25 its own exact O(n)
     search (a warning says when they are many, as their cost then tends to O(n^2)). Only a rule
     with neither a series nor steps (one built by :meth:`AllocationRule.from_phi`) falls back to
