@@ -419,7 +419,7 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
     O((n + q) log n): a vectorised binary search over the pieces of U.
     """
     a, inv = np.unique(np.concatenate(([0.0], rho)), return_inverse=True)
-    # sum over rho_j <= a_k, accumulated in extended precision (tiny utilities after large ones)
+    # sum over rho_j <= a_k, compensated (tiny utilities after large ones are not rounded away)
     W = _m2.prefix_sum(np.bincount(inv[1:], weights=u, minlength=a.size))
     m = a.size
     a_next = np.append(a[1:], np.inf)
@@ -771,16 +771,20 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
 SLOW_PATH_WARN_N = 1000
 
 
+def _slow_warning(message: str, stacklevel: int = 3) -> None:
+    """Mechanism 2 is about to take a path that can be slow (warned at mechanism2's caller)."""
+    import warnings
+
+    from ._validation import CrowdlibWarning
+
+    warnings.warn(f"mechanism2: {message}; this can be slow", CrowdlibWarning, stacklevel=stacklevel)
+
+
 def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, ties: str,
                     why: str) -> "Mechanism2Result":
     if c.size >= SLOW_PATH_WARN_N:
-        import warnings
-
-        from ._validation import CrowdlibWarning
-
-        warnings.warn(f"mechanism2: {why}, so the {c.size} sellers' rates are computed by the O(n^2) "
-                      "naive method (result.path == 'naive'); this can be slow", CrowdlibWarning,
-                      stacklevel=3)
+        _slow_warning(f"{why}, so the {c.size} sellers' rates are computed by the O(n^2) naive method "
+                      "(result.path == 'naive')", stacklevel=4)
     return mechanism2_naive(c, u, B, rl, ties=ties)
 
 
@@ -949,14 +953,9 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
     if ((wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
             or wide.size * c.size > WIDE_WORK_WARN):
-        import warnings
-
-        from ._validation import CrowdlibWarning
-
-        warnings.warn(f"mechanism2: {wide.size} of {c.size} sellers have theta_i > {FAST_THETA_LIMIT} "
-                      "(beyond the fast path's bracket); each gets its own exact O(n) search, which "
-                      "tends to O(n^2) when most sellers are that large; this can be slow",
-                      CrowdlibWarning, stacklevel=2)
+        _slow_warning(f"{wide.size} of {c.size} sellers have theta_i > {FAST_THETA_LIMIT} (beyond the "
+                      "fast path's bracket); each gets its own exact O(n) search, which tends to O(n^2) "
+                      "when most sellers are that large")
     rates = np.full(c.size, r_star)
     theta_wide = theta[wide]
     theta = np.where(theta > FAST_THETA_LIMIT, 0.0, theta)   # the others by the fast path
