@@ -100,6 +100,10 @@ def breakpoints(rho: FloatArray, t: float) -> FloatArray:
     return b
 
 
+#: a window of the reachability thresholds up to this long is searched with the queries unsorted
+UNSORTED_WINDOW = 1 << 14
+
+
 def _caps(W: FloatArray, B: float, w: FloatArray) -> FloatArray:
     tot = W + w
     if tot.size and tot.min() > 0:
@@ -131,41 +135,99 @@ class _Pieces:
         """``sup{r : r W(r) <= B}``: the last piece with ``a_k W_k < B``, checked exactly."""
         with np.errstate(over="ignore"):
             k0 = int(np.searchsorted(self.a * self.W, self.B, side="left")) - 1
-        return float(self.rates(np.zeros(1), presorted=True, k0=np.array([k0]))[0])
+        return float(self.rates(np.zeros(1), k0=np.array([k0]))[0])
 
-    def rates(self, w: FloatArray, presorted: bool = False, k0: IntArray | None = None) -> FloatArray:
-        """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0``, exactly: a sorted
+    def _piece_of(self, w: FloatArray) -> IntArray:
+        """``searchsorted(-g, -w) - 1`` for every query. The queries' range ``[min w, max w]``
+        maps to a window of ``g``; when that window is small (the usual case: ``g`` falls by
+        about one utility per piece) the search runs on it directly, in cache, without sorting
+        the queries; a wide window gets sorted queries instead (a random search over a large
+        array costs a cache miss per step)."""
+        ng = self.neg_g
+        lo = int(np.searchsorted(ng, -float(w.max()), side="left"))
+        hi = int(np.searchsorted(ng, -float(w.min()), side="left"))
+        if hi - lo <= UNSORTED_WINDOW:
+            # exact: every g before lo is above max(w), every g from hi on at most min(w)
+            return np.searchsorted(ng[lo:hi], -w, side="left") + (lo - 1)
+        order = np.argsort(w)
+        k = np.empty(w.size, dtype=np.intp)
+        k[order] = np.searchsorted(ng[lo:hi], -w[order], side="left") + (lo - 1)
+        return k
+
+    def rates(self, w: FloatArray, k0: IntArray | None = None) -> FloatArray:
+        """``sup{r : r (W(r) + w_q) <= B}`` for every query ``w_q >= 0``, exactly: a
         ``searchsorted`` on ``g``, then the exact predicate ``B / (W_k + w) > a_k`` moves the
         few answers that rounding put on a neighbouring piece."""
         a, W, B, m = self.a, self.W, self.B, self.a.size
-        order = np.arange(w.size) if presorted else np.argsort(w)
-        ws = w if presorted else w[order]
-        k = np.searchsorted(self.neg_g, -ws, side="left") - 1 if k0 is None else k0
+        if w.size == 0:
+            return np.zeros(0)
+        k = self._piece_of(w) if k0 is None else k0
         np.clip(k, 0, m - 1, out=k)
-        cap = _caps(W[k], B, ws)
-        bad = np.flatnonzero(~(cap > a[k]) & (k > 0))
-        top = k < m - 1
-        nxt = np.flatnonzero(top)
-        bad_up = nxt[_caps(W[k[nxt] + 1], B, ws[nxt]) > a[k[nxt] + 1]]
-        bad = np.union1d(bad, bad_up)
+        cap = _caps(W[k], B, w)
+        k1 = np.minimum(k + 1, m - 1)
+        bad = np.flatnonzero((~(cap > a[k]) & (k > 0)) | ((k < m - 1) & (_caps(W[k1], B, w) > a[k1])))
+        moved = bad
         for _ in range(m + 1):                    # rounding: move by single pieces, both ways
             if bad.size == 0:
                 break
-            kk = k[bad]
-            down = (kk > 0) & ~(_caps(W[kk], B, ws[bad]) > a[kk])
+            kk, wb = k[bad], w[bad]
+            down = (kk > 0) & ~(_caps(W[kk], B, wb) > a[kk])
             up = ~down & (kk < m - 1)
-            up[up] = _caps(W[kk[up] + 1], B, ws[bad][up]) > a[kk[up] + 1]
+            up[up] = _caps(W[kk[up] + 1], B, wb[up]) > a[kk[up] + 1]
             k[bad] = kk - down + up
             bad = bad[down | up]
         else:  # pragma: no cover - the reachable pieces are a prefix, so the moves stop
             raise RuntimeError("step kernel: the piece search did not settle")
-        cap = _caps(W[k], B, ws)
-        out_sorted = np.minimum(self.a_next[k], cap)
-        if presorted:
-            return out_sorted
-        out = np.empty_like(out_sorted)
-        out[order] = out_sorted
-        return out
+        if moved.size:
+            cap[moved] = _caps(W[k[moved]], B, w[moved])
+        return np.minimum(self.a_next[k], cap)
+
+
+def sample_market(rho: FloatArray, u: FloatArray, size: int = 4096) -> tuple[FloatArray, FloatArray]:
+    """A small market whose stopping rate estimates the whole market's at the same budget: an
+    evenly strided sample of about ``size`` sellers, their utilities scaled by the ratio of the
+    utility they stand for to their own, plus every heavy seller (utility above
+    ``sum(u) / size``, which a sample would over- or under-count) with its own utility."""
+    heavy = u > float(u.sum()) / size
+    stride = max(1, rho.size // size)
+    idx = np.arange(0, rho.size, stride)
+    if heavy.any():
+        idx = idx[~heavy[idx]]
+        h = np.flatnonzero(heavy)
+        light_total = float(u.sum()) - float(u[h].sum())
+    else:
+        h, light_total = np.zeros(0, dtype=np.intp), float(u.sum())
+    us = u[idx]
+    if us.size:
+        us = us * (light_total / float(us.sum()))
+    return np.concatenate((rho[idx], rho[h])), np.concatenate((us, u[h]))
+
+
+#: markets at least this large sort only the sellers below a sample's estimate of the cap on r*
+SAMPLE_MIN_N = 20_000
+SAMPLE_SIZE = 4096
+
+
+def _step_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray,
+                 B: float) -> tuple[float, "_Pieces"]:
+    """Mechanism 1's stopping rate of the step rule ``(t, v)`` on the sellers given, and the
+    pieces of ``W`` up to the one that holds it (every ``r_i <= r*`` lies on them)."""
+    S = t.size
+    order = np.argsort(rho)
+    rs, us = rho[order], u[order]
+    runs = [breakpoints(rs, float(ts)) for ts in t]      # sorted, as rs is
+    weights = [us if vs == 1.0 else vs * us for vs in v]
+    if S > 1 and v[-1] > 0:
+        with np.errstate(over="ignore"):
+            j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
+        if j < rs.size and rs[j] < 1e300:
+            bound = float(rs[j]) * (1.0 + 1e-9)
+            cut = [int(np.searchsorted(r_, bound, side="right")) + 1 for r_ in runs]
+            runs, weights = [r_[:k] for r_, k in zip(runs, cut)], [w_[:k] for w_, k in zip(weights, cut)]
+    a, W = _pieces(runs, weights)
+    r_star = _Pieces(a, W, B).stopping_rate()
+    keep = int(np.searchsorted(a, r_star, side="left")) + 1
+    return r_star, _Pieces(a[:keep], W[:keep], B)
 
 
 def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
@@ -181,28 +243,27 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
     t = np.array([s_[0] for s_ in steps], dtype=float)
     v = np.array([s_[1] for s_ in steps], dtype=float)
     S = t.size
-    order = np.argsort(rho)
-    rs, us = rho[order], u[order]
-    runs = [breakpoints(rs, float(ts)) for ts in t]      # sorted, as rs is
-    weights = [us if vs == 1.0 else vs * us for vs in v]
-    if S > 1 and v[-1] > 0:
-        with np.errstate(over="ignore"):
-            j = int(np.searchsorted(rs * np.cumsum(weights[-1]), B, side="left"))
-        if j < rs.size and rs[j] < 1e300:
-            bound = float(rs[j]) * (1.0 + 1e-9)
-            cut = [int(np.searchsorted(r_, bound, side="right")) + 1 for r_ in runs]
-            runs, weights = [r_[:k] for r_, k in zip(runs, cut)], [w_[:k] for w_, k in zip(weights, cut)]
-    a, W = _pieces(runs, weights)
-    r_star = _Pieces(a, W, B).stopping_rate()
-    # every r_i <= r*: only the pieces up to the one holding r* matter
-    keep = int(np.searchsorted(a, r_star, side="left")) + 1
-    pieces = _Pieces(a[:keep], W[:keep], B)
+    pieces = None
+    if rho.size >= SAMPLE_MIN_N:
+        # only sellers below a cap on r* shape the pieces below it (a breakpoint rho_j / t_s is
+        # at least rho_j): an evenly strided sample's stopping rate (budget scaled by its share
+        # of the sellers) gives the cap, checked afterwards; doubled, then dropped, if too low
+        r0, _ = _step_pieces(t, v, *sample_market(rho, u), B)
+        for factor in (1.05, 1.5):
+            sel = np.flatnonzero(rho < factor * r0)
+            if sel.size > 3 * rho.size // 4:
+                break
+            r_star, pieces = _step_pieces(t, v, rho[sel], u[sel], B)
+            if r_star < factor * r0:      # the pieces agree with the whole market's below the cap
+                break
+            pieces = None
+    if pieces is None:
+        r_star, pieces = _step_pieces(t, v, rho, u, B)
     rates = np.full(rho.size, r_star)
     V = np.cumsum(v)                                # V[sigma - 1] = sum_{s <= sigma} v_s
     # segment sigma = 0 (r > b_{i,1}, no extra): feasible up to r* when r* > b_{i,1}; the segment
     # ends b_{i,s} are the breakpoints of the pieces, to the ulp
     pending = np.flatnonzero(~(r_star > breakpoints(rho, float(t[0]))))
-    pending = pending[np.argsort(u[pending])]           # queries sorted once, for every segment
     for sigma in range(1, S + 1):
         if pending.size == 0:
             break
@@ -216,14 +277,14 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
             if not maybe.size:
                 continue
             q = pending[maybe]
-            R = pieces.rates(u[q] * V[sigma - 1], presorted=True)
+            R = pieces.rates(u[q] * V[sigma - 1])
             found = R > lo[maybe]
             rates[q[found]] = np.minimum(hi[maybe][found], R[found])
             drop = np.zeros(pending.size, dtype=bool)
             drop[maybe[found]] = True
             pending = pending[~drop]
         else:
-            R = pieces.rates(u[pending] * V[sigma - 1], presorted=True)
+            R = pieces.rates(u[pending] * V[sigma - 1])
             rates[pending] = np.minimum(hi, R)
     return r_star, rates
 

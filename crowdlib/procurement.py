@@ -202,15 +202,24 @@ class AllocationRule:
 
 
 def _phi_opt(x: Any) -> FloatArray:
+    # 0 from x = 1 on (and for NaN) by a multiplication, not a where: a branch per entry on
+    # unsorted x costs more than the logarithm
     x = np.asarray(x, dtype=float)
-    return np.where(x < 1.0, 1.0 + np.log1p(-Q * np.minimum(x, 1.0)), 0.0)
+    out = np.log1p(-Q * np.fmin(x, 1.0))
+    out += 1.0
+    out *= x < 1.0
+    return out
 
 
 def _p_opt(x: Any) -> FloatArray:
-    # p*(x) = x - 1 + e/(e-1) ln(e - (e-1) x), written in y = 1 - x to avoid cancellation
+    # p*(x) = x - 1 + e/(e-1) ln(e - (e-1) x), written in y = 1 - x to avoid cancellation; y = 0
+    # (so p = 0 exactly) from x = 1 on and for NaN
     x = np.asarray(x, dtype=float)
-    y = 1.0 - np.minimum(x, 1.0)
-    return np.where(x < 1.0, -y + E / (E - 1.0) * np.log1p((E - 1.0) * y), 0.0)
+    y = 1.0 - np.fmin(x, 1.0)
+    out = np.log1p((E - 1.0) * y)
+    out *= E / (E - 1.0)
+    out -= y
+    return out
 
 
 def _taylor_opt(K: int) -> FloatArray:
@@ -299,13 +308,20 @@ def three_level_rule(a: float, h: float) -> AllocationRule:
     a = real("a", a, low=0.0, high=1.0, low_open=True)   # a = 0 would give phi(0) = h, not 1
     h = real("h", h, low=0.0, high=1.0)
 
+    # looked up by level (0 from x = 1 on or for NaN, 1 on [a, 1), 2 below a): no nested where
+    phi_levels = np.array([0.0, h, 1.0])
+    pay_levels = np.array([0.0, h, a + h * (1.0 - a)])
+
+    def level(x: FloatArray) -> NDArray[np.intp]:
+        k = (x < 1.0).astype(np.intp)
+        k += x < a
+        return k
+
     def phi(x: Any) -> FloatArray:
-        x = np.asarray(x, dtype=float)
-        return np.where(x < a, 1.0, np.where(x < 1.0, h, 0.0))
+        return phi_levels[level(np.asarray(x, dtype=float))]
 
     def pay(x: Any) -> FloatArray:
-        x = np.asarray(x, dtype=float)
-        return np.where(x < a, a + h * (1.0 - a), np.where(x < 1.0, h, 0.0))
+        return pay_levels[level(np.asarray(x, dtype=float))]
 
     steps = ((a, a * (1.0 - h)), (1.0, h)) if a < 1.0 else ((1.0, 1.0),)
     return AllocationRule(f"three-level(a={a:g}, h={h:g})", phi, pay, None, continuous=False,
@@ -461,7 +477,7 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
     r, done = r0, False
     for _ in range(12):
         x = ra / r
-        w = np.where(x < 1.0, ua, 0.0)        # inactive sellers weigh 0 (their x is clipped to 1)
+        w = ua * (x < 1.0)                    # inactive sellers weigh 0 (their x is clipped to 1)
         np.minimum(x, 1.0, out=x)
         value, slope = rule.series(x, 1, w)
         if own is not None:
@@ -501,16 +517,13 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
 
 
 def _newton_stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float) -> float | None:
-    """Mechanism 1's stopping rate by :func:`_newton_rate`, started from the stopping rate of an
-    evenly strided sample of ~4000 sellers (budget scaled by their share of the sellers: the
-    sample's expected spend at any rate)."""
-    stride = max(1, rho.size // 4096)
-    sr, su = rho[::stride], u[::stride]
-    r0 = _stopping_rate(rule, sr, su, B * sr.size / rho.size, newton=False)
+    """Mechanism 1's stopping rate by :func:`_newton_rate`, started from the stopping rate of a
+    sample of ~4000 sellers standing for the market (``_m2kernels.sample_market``)."""
+    r0 = _stopping_rate(rule, *_m2.sample_market(rho, u), B, newton=False)
     for factor in (1.1, 2.0):                  # only sellers below the cap can be active
         cap = factor * r0
-        keep = rho < cap
-        r = _newton_rate(rule, rho[keep], u[keep], B, r0, 0.0, cap)
+        keep = np.flatnonzero(rho < cap)
+        r = _newton_rate(rule, rho.take(keep), u.take(keep), B, r0, 0.0, cap)
         if r is not None and r < cap:
             return r
     return None
@@ -941,7 +954,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
             r_star, rates = _m2.uniform_rates(rho, u, B)
         else:
             r_star, rates = _m2.step_rates(rl.steps, rho, u, B)
-        rates = np.where(c == 0.0, r_star, rates)
+        np.putmask(rates, c == 0.0, r_star)
         x = rho / rates
         alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
         return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "steps")

@@ -509,10 +509,12 @@ def test_large_market_rates_equal_each_sellers_own_search(rule):
     n = 200_000
     c, u = rng.uniform(0, 1, n), rng.uniform(0.5, 1.5, n)
     B = 0.25 * c.sum()
-    c[0], u[0] = 0.5 * B, 1e4
+    c[0], u[0] = 0.5 * B, 4 * B        # cost half the budget, a third of all utility
     rl = P.three_level_rule(0.5, 0.6) if rule == "three" else P.get_rule(rule)
     out = P.mechanism2(c, u, B, rl)
     assert out.path in ("fast", "uniform", "steps")
+    p0 = float(rl.unit_payment(np.zeros(1))[0])
+    assert min(c[0], u[0] * out.stopping_rate * p0) / B == 0.5       # theta_0 = 0.5 indeed
     generic = P.AllocationRule("by-bisection", rl.phi, rl.unit_payment, None, continuous=rl.continuous)
     rho = c / u
     for i in [0, *rng.choice(n, 6, replace=False)]:
