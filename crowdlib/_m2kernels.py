@@ -317,6 +317,31 @@ def _horner(A: list, t: FloatArray) -> tuple[FloatArray, FloatArray]:
     return f, d
 
 
+def _newton_once(A: list, b: float, t: FloatArray, lo: FloatArray, theta: float) -> FloatArray | None:
+    """One Newton step from ``t`` (in ``[lo, 0]``) for the root of ``sum_k A[k] t^k = b`` in
+    ``[lo, 0]``, returned only if it is provably converged for every entry, else None.
+
+    Newton's error after a step is at most ``M e^2`` with ``M = max|f''| / (2 min f')`` on the
+    bracket ``[-theta, 0]`` and ``e`` the error before it, which is at most twice the step when
+    ``M |step| <= 1/4``; so ``4 M step^2 <= eps / 4`` leaves an error below a quarter of the
+    spacing of ``s = 1 + t``. The bounds on ``f'`` and ``f''`` use ``max |A[k]|``. From the
+    linear start the step is about ``A[2] t^2 / A[1]``: for most sellers ``1e-12`` or less."""
+    amax = [float(np.max(np.abs(a_))) if np.ndim(a_) else abs(float(a_)) for a_ in A]
+    a1_min = float(np.min(A[1])) if np.ndim(A[1]) else float(A[1])
+    d_min = a1_min - sum(k * amax[k] * theta ** (k - 1) for k in range(2, len(A)))
+    if not d_min > 0:
+        return None
+    M = sum(k * (k - 1) * amax[k] * theta ** (k - 2) for k in range(2, len(A))) / (2.0 * d_min)
+    f, d = _horner(A, t)
+    f -= b
+    step = f / d                                  # d >= d_min > 0 on the bracket
+    t_new = t - step
+    big = float(np.max(np.abs(step))) if step.size else 0.0
+    if M * big > 0.25 or 4.0 * M * big * big > 0.25 * np.finfo(float).eps:
+        return None
+    return np.maximum(t_new, lo, out=t_new)       # the root is in [lo, 0]: clipping only helps
+
+
 def _newton(A: list, b: float, t: FloatArray, lo: FloatArray, hi: FloatArray) -> FloatArray:
     """Root of ``sum_k A[k] t^k = b`` in ``[lo, hi]`` (an increasing polynomial there), to the
     precision of ``s = 1 + t``: iterations stop when no step exceeds ``2 eps`` (40 at most)."""
@@ -366,7 +391,9 @@ def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: Flo
     lo_s = 1.0 - th
     W_idx = np.flatnonzero(x < 1.0)                 # the winners: active at r*
     xw, uw = x[W_idx], u[W_idx]
-    u_max = float(u[q_idx].max())
+    # sellers with theta_i = 0 (a zero cost, or left to the caller) keep t_i = 0: they weigh
+    # nothing in the series orders or Newton's bounds
+    u_max = float(np.max(u * (theta > 0)) if which is None else np.max(u[which] * (thq > 0)))
     # series orders: the total (weights up to sum u) and each seller's own correction (u_i)
     K = series_order(th, radius, 4.0 * (float(uw.sum()) + u_max) / b)
     Ko = min(K, series_order(th, radius, 4.0 * u_max / b))
@@ -395,13 +422,14 @@ def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: Flo
     for pos, q, C in ((pos_w, qw, Cq), (pos_l, ql, None)):
         if not q.size:
             continue
-        uq = u[q]
+        uq = u[q] * (theta[q] > 0)
         A: list = [top[k] - uq * C[k] if (C is not None and k <= Ko) else top[k] for k in range(K + 1)]
         A[0] = A[0] + uq * p0
         A[1] = A[1] + uq * p0
         lo = -theta[q]
         t0 = np.clip((b - A[0]) / A[1], lo, 0.0)   # a linear first step, then Newton
-        t[pos] = _newton(A, b, t0, lo, np.zeros(q.size))
+        t1 = _newton_once(A, b, t0, lo, th)
+        t[pos] = t1 if t1 is not None else _newton(A, b, t0, lo, np.zeros(q.size))
 
     if N:
         # a root at or below the top near seller's rate lies on a lower piece: binary search over
@@ -437,5 +465,6 @@ def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: Flo
             lo_t = np.maximum(left, -ths)
             hi_t = np.minimum(kink[lo_p], 0.0)
             t[cross] = _newton(coeffs(lo_p), b, np.clip(t[cross], lo_t, hi_t), lo_t, hi_t)
-    out[:] = np.where(thq > 0, np.minimum(t, 0.0), 0.0)
-    return out
+    np.minimum(t, 0.0, out=t)
+    t *= thq > 0
+    return t

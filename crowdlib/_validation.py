@@ -67,12 +67,14 @@ def real_vector(name: str, values: Any, *, low: float | None = None,
         raise TypeError(f"{name} must be a sequence of real numbers") from exc
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    # min and max propagate NaN: two fast reductions check finiteness and the range at once
+    lo_v, hi_v = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not (math.isfinite(lo_v) and math.isfinite(hi_v)):
         raise ValueError(f"{name} must contain only finite numbers (no NaN or inf)")
-    if low is not None and np.any(arr < low):
-        raise ValueError(f"every entry of {name} must be >= {low}, got min {arr.min()}")
-    if high is not None and np.any(arr > high):
-        raise ValueError(f"every entry of {name} must be <= {high}, got max {arr.max()}")
+    if low is not None and lo_v < low:
+        raise ValueError(f"every entry of {name} must be >= {low}, got min {lo_v}")
+    if high is not None and hi_v > high:
+        raise ValueError(f"every entry of {name} must be <= {high}, got max {hi_v}")
     if length is not None and arr.size != length:
         what = f" ({length_name})" if length_name else ""
         raise ValueError(f"{name} must have length {length}{what}, got {arr.size}")

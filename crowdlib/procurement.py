@@ -349,11 +349,11 @@ def _instance(costs: Any, utilities: Any, budget: Any) -> tuple[FloatArray, Floa
     if c.size == 0:
         raise ValueError("costs must not be empty")
     u = real_vector("utilities", utilities, length=c.size, length_name="one per cost")
-    if np.any(u <= 0):
+    if u.min() <= 0:
         raise ValueError(f"every entry of utilities must be > 0, got min {u.min():g}")
     B = real("budget", budget, low=0.0, low_open=True)
     with np.errstate(over="ignore"):
-        if not np.all(np.isfinite(c / u)):
+        if not math.isfinite(float(np.max(c / u))):
             raise ValueError("costs / utilities must be finite: a utility is too small for its cost "
                              f"(largest ratio {np.max(c / u):g})")
         # the stopping rate scales like budget / sum(u); beyond this range prices overflow
@@ -962,7 +962,9 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
         return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
     r_star = _stopping_rate(rl, rho, u, B)
     p0 = float(rl.unit_payment(np.zeros(1))[0])
-    theta = np.clip(np.minimum(c, u * (r_star * p0)) / B, 0.0, 1.0)   # r_i in [r* (1 - theta_i), r*]
+    theta = np.minimum(c, u * (r_star * p0))       # r_i in [r* (1 - theta_i), r*]
+    theta /= B
+    np.minimum(theta, 1.0, out=theta)
     wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
     if ((wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
             or wide.size * c.size > WIDE_WORK_WARN):
@@ -971,7 +973,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
                       "when most sellers are that large")
     rates = np.full(c.size, r_star)
     theta_wide = theta[wide]
-    theta = np.where(theta > FAST_THETA_LIMIT, 0.0, theta)   # the others by the fast path
+    theta[wide] = 0.0                              # the others by the fast path
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
     # (a seller with a large cost or utility) get their own, so that one outlier does not widen
     # the bracket, the near set and the series order for everybody
@@ -996,8 +998,8 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
                 idx = np.arange(c.size) if tier is None else tier
                 rates[idx] = r_star * _fast_rates(rl, x, u, B / r_star, 1.0, 1.0 - theta, idx)[idx]
     if wide.size:       # the few sellers with a wide bracket: each by its own exact search, O(n)
-        act = rho < r_star
-        rho_a, u_a = rho[act], u[act]
+        act = np.flatnonzero(rho < r_star)
+        rho_a, u_a = rho.take(act), u.take(act)
         for i, th_i in zip(wide, theta_wide):
             lo_i = r_star * (1.0 - float(th_i))
             r_i = None
