@@ -230,6 +230,47 @@ def _step_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray,
     return r_star, _Pieces(a[:keep], W[:keep], B)
 
 
+#: the window of the step kernel spans the sample's stopping rate times and divided by this
+WINDOW_FACTOR = 1.02
+
+
+def _window_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray, B: float,
+                   r_lo: float, r_hi: float) -> tuple[float, _Pieces] | None:
+    """The pieces of ``W`` on ``(r_lo, r_hi)``, exact there, and the stopping rate if it lies
+    inside (else None). ``W(r_lo)`` is a masked (pairwise) sum over the sellers whose
+    breakpoints lie below; only breakpoints inside the window are computed to the ulp and sorted.
+    A relative margin of 1e-12 around the window's ends decides which are computed exactly
+    (``fl(rho / t)`` is within two ulps of the breakpoint)."""
+    runs, weights, W0 = [], [], 0.0
+    lo_m, hi_m = r_lo * (1.0 - 1e-12), r_hi * (1.0 + 1e-12)
+    for ts, vs in zip(t, v):
+        with np.errstate(over="ignore"):
+            f = rho if ts == 1.0 else rho / ts
+        below = f < lo_m
+        cand = np.flatnonzero(~below & (f < hi_m))
+        uc = u[cand]
+        bc = breakpoints(rho[cand], float(ts))
+        low = bc <= r_lo
+        inside = np.flatnonzero(~low & (bc < r_hi))
+        W0 += float(vs) * (float(np.sum(u * below)) + float(np.sum(uc * low)))
+        bi = bc[inside]
+        o = np.argsort(bi)
+        runs.append(bi[o])
+        weights.append(uc[inside][o] * vs)
+    bp, wt = np.concatenate(runs), np.concatenate(weights)
+    order = np.argsort(bp, kind="stable")
+    b, wt = bp[order], wt[order]
+    cum = prefix_sum(wt) + W0
+    last = np.flatnonzero(np.append(b[1:] != b[:-1], True)) if b.size else np.zeros(0, dtype=np.intp)
+    a = np.concatenate(([r_lo], b[last]))
+    W = np.concatenate(([W0], cum[last]))
+    r_star = _Pieces(a, W, B).stopping_rate()
+    if not (r_lo < r_star < r_hi):
+        return None
+    keep = int(np.searchsorted(a, r_star, side="left")) + 1
+    return r_star, _Pieces(a[:keep], W[:keep], B)
+
+
 def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: FloatArray,
                B: float) -> tuple[float, FloatArray]:
     """Mechanism 1's ``r*`` and every seller's ``r_i`` for ``p(x) = sum_s v_s [x < t_s]``.
@@ -242,23 +283,36 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
     """
     t = np.array([s_[0] for s_ in steps], dtype=float)
     v = np.array([s_[1] for s_ in steps], dtype=float)
-    S = t.size
-    pieces = None
     if rho.size >= SAMPLE_MIN_N:
-        # only sellers below a cap on r* shape the pieces below it (a breakpoint rho_j / t_s is
-        # at least rho_j): an evenly strided sample's stopping rate (budget scaled by its share
-        # of the sellers) gives the cap, checked afterwards; doubled, then dropped, if too low
         r0, _ = _step_pieces(t, v, *sample_market(rho, u), B)
+        # a window (r_lo, r_hi) that holds r* and every r_i (r_i >= r* (1 - theta_i), theta_i =
+        # min(c_i, u_i r* p(0)) / B <= its value at r_hi >= r*): only its breakpoints are sorted
+        r_hi = WINDOW_FACTOR * r0
+        theta_max = float(np.max(np.minimum(rho * u, u * (r_hi * float(v.sum()))))) / B * (1.0 + 1e-9)
+        if theta_max < 0.9:
+            r_lo = r0 * (1.0 - theta_max) / WINDOW_FACTOR
+            got = _window_pieces(t, v, rho, u, B, r_lo, r_hi)
+            if got is not None and got[0] * (1.0 - theta_max) > r_lo:
+                rates = _step_queries(t, v, rho, u, *got)
+                if rates.min() > r_lo:          # so every rate lies inside the window
+                    return got[0], rates
+        # else only sellers below a cap on r* shape the pieces below it (a breakpoint
+        # rho_j / t_s is at least rho_j): the sample's estimate gives the cap, checked afterwards
         for factor in (1.05, 1.5):
             sel = np.flatnonzero(rho < factor * r0)
             if sel.size > 3 * rho.size // 4:
                 break
             r_star, pieces = _step_pieces(t, v, rho[sel], u[sel], B)
             if r_star < factor * r0:      # the pieces agree with the whole market's below the cap
-                break
-            pieces = None
-    if pieces is None:
-        r_star, pieces = _step_pieces(t, v, rho, u, B)
+                return r_star, _step_queries(t, v, rho, u, r_star, pieces)
+    r_star, pieces = _step_pieces(t, v, rho, u, B)
+    return r_star, _step_queries(t, v, rho, u, r_star, pieces)
+
+
+def _step_queries(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray, r_star: float,
+                  pieces: _Pieces) -> FloatArray:
+    """Every seller's ``r_i`` on the pieces of ``W`` up to ``r*`` (see :func:`step_rates`)."""
+    S = t.size
     rates = np.full(rho.size, r_star)
     V = np.cumsum(v)                                # V[sigma - 1] = sum_{s <= sigma} v_s
     # segment sigma = 0 (r > b_{i,1}, no extra): feasible up to r* when r* > b_{i,1}; the segment
@@ -286,7 +340,7 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
         else:
             R = pieces.rates(u[pending] * V[sigma - 1])
             rates[pending] = np.minimum(hi, R)
-    return r_star, rates
+    return rates
 
 
 def uniform_rates(rho: FloatArray, u: FloatArray, B: float) -> tuple[float, FloatArray]:
