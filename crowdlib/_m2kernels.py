@@ -6,11 +6,16 @@ Seller ``i``'s rate ``r_i`` is the stopping rate of Mechanism 1 on the market wi
 * **Step rules** (the uniform rule, the three-level rules): the total payment is ``r W(r)`` with
   ``W`` a step function whose pieces are the sorted breakpoints ``rho_j / t_s``. On piece ``k``
   the largest feasible rate with an extra utility weight ``w`` is ``B / (W_k + w)``, and piece
-  ``k`` is reachable iff ``w < g_k = B / a_k - W_k``, a decreasing sequence: one sorted
-  ``searchsorted`` of all sellers' weights gives every rate exactly (then checked against the
-  exact predicate and moved by one piece where rounding disagrees). A seller's own extra weight is
-  a step function of ``r`` too (its breakpoints ``rho_i / t_s``), so its rate is the last of at
-  most ``S + 1`` such searches whose answer falls inside its segment. O(S n log n).
+  ``k`` is reachable iff ``w < g_k = B / a_k - W_k``, a decreasing sequence: one
+  ``searchsorted`` of all sellers' weights (on the short stretch of ``g`` that their range
+  spans, so unsorted) gives every rate exactly (then checked against the exact predicate and
+  moved by one piece where rounding disagrees). A seller's own extra weight is a step function
+  of ``r`` too (its breakpoints ``rho_i / t_s``), so its rate is the last of at most ``S + 1``
+  such searches whose answer falls inside its segment. O(S n log n). On large markets only a
+  window of pieces is built: around the stopping rate of a small market that stands for the
+  whole (``sample_market``), wide enough for every ``r_i`` by the bracket
+  ``r_i >= r* (1 - theta_i)``; ``W`` below it is a masked sum, and the window is checked to
+  hold ``r*`` and every rate (else the sorted subset below a cap on ``r*``, else the market).
 * **Rules with a power series** (the optimal and linear rules): in units of the stopping rate,
   ``s = r / r*`` and ``x_j = rho_j / r*``, a seller's payment ``u_j r* G(s; x_j)``, with
   ``G(s; x) = s p(x / s)``, is analytic in ``s`` near 1 once the seller is active (``x_j < s``),
@@ -380,7 +385,7 @@ def _newton_once(A: list, b: float, t: FloatArray, lo: FloatArray, theta: float)
     ``M |step| <= 1/4``; so ``4 M step^2 <= eps / 4`` leaves an error below a quarter of the
     spacing of ``s = 1 + t``. The bounds on ``f'`` and ``f''`` use ``max |A[k]|``. From the
     linear start the step is about ``A[2] t^2 / A[1]``: for most sellers ``1e-12`` or less."""
-    amax = [float(np.max(np.abs(a_))) if np.ndim(a_) else abs(float(a_)) for a_ in A]
+    amax = [0.0, 0.0] + [float(np.max(np.abs(a_))) if np.ndim(a_) else abs(float(a_)) for a_ in A[2:]]
     a1_min = float(np.min(A[1])) if np.ndim(A[1]) else float(A[1])
     d_min = a1_min - sum(k * amax[k] * theta ** (k - 1) for k in range(2, len(A)))
     if not d_min > 0:

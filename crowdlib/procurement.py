@@ -459,6 +459,10 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
     return np.minimum(a_next[lo], cap(lo))
 
 
+#: a Newton step at most this relative size is followed by a certificate on the exact sum (the
+#: new rate feasible, four ulps above it not) instead of one more evaluation
+NEWTON_CERTIFY_STEP = 1e-8
+
 #: markets at least this large get the stopping rate of a rule with a series by Newton's method
 #: from a strided sample's estimate (a few passes over the sellers instead of Brent's dozen)
 NEWTON_RATE_MIN_N = 20_000
@@ -474,6 +478,11 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
     for the caller); the result is checked feasible on the exact sum."""
     p0 = float(rule.unit_payment(np.zeros(1))[0])
     eps = np.finfo(float).eps
+
+    def excess(q: float) -> float:
+        extra = 0.0 if own is None else own[1] * q * (p0 - float(rule.unit_payment(np.array([own[0] / q]))[0]))
+        return _payment_sum(rule, ra, ua, q) + extra - B
+
     r, done = r0, False
     for _ in range(12):
         x = ra / r
@@ -501,13 +510,22 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
         r_new = r - step
         if not (lo < r_new < hi):
             r_new = 0.5 * (lo + hi)
+        elif abs(step) <= NEWTON_CERTIFY_STEP * r and r_new > 0:
+            # Newton's error after a step this small is far below an ulp (quadratic convergence;
+            # a seller switching on in between moves it by less than its share of the slope
+            # times the step): certify r_new on the exact sum instead of evaluating once more
+            q = float(r_new)
+            if excess(q) <= 0:
+                if excess(q * (1.0 + 4.0 * eps)) > 0:
+                    return q
+            else:                              # infeasible: the sup is a few ulps below, or not
+                for _ in range(4):
+                    q = float(np.nextafter(q, 0.0))
+                    if excess(q) <= 0:
+                        return q               # the next ulps up, to r_new, are infeasible
         r = r_new
     if not done:
         return None
-
-    def excess(q: float) -> float:
-        extra = 0.0 if own is None else own[1] * q * (p0 - float(rule.unit_payment(np.array([own[0] / q]))[0]))
-        return _payment_sum(rule, ra, ua, q) + extra - B
 
     for _ in range(16):                        # feasible on the exact sum, by a few ulps at most
         if excess(r) <= 0:
@@ -520,7 +538,7 @@ def _newton_stopping_rate(rule: AllocationRule, rho: FloatArray, u: FloatArray, 
     """Mechanism 1's stopping rate by :func:`_newton_rate`, started from the stopping rate of a
     sample of ~4000 sellers standing for the market (``_m2kernels.sample_market``)."""
     r0 = _stopping_rate(rule, *_m2.sample_market(rho, u), B, newton=False)
-    for factor in (1.1, 2.0):                  # only sellers below the cap can be active
+    for factor in (1.02, 1.1, 2.0):            # only sellers below the cap can be active
         cap = factor * r0
         keep = np.flatnonzero(rho < cap)
         r = _newton_rate(rule, rho.take(keep), u.take(keep), B, r0, 0.0, cap)

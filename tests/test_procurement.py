@@ -587,3 +587,43 @@ def test_second_referee_regressions():
     with pytest.raises(ValueError, match="steps must describe"):
         P.AllocationRule("bad", P.UNIFORM_RULE.phi, P.UNIFORM_RULE.unit_payment, None, continuous=False,
                          steps=((0.5, 0.5), (1.0, 0.5)))
+
+
+@pytest.mark.parametrize("rule", ["uniform", "three", "three-0.9"])
+def test_step_kernel_window_subset_and_whole_market_agree(rule, monkeypatch):
+    """On large markets the step kernel builds only a window of pieces around a sample's
+    stopping rate (else the sorted subset below a cap, else the whole market). The three routes,
+    each forced in turn, give the same rates on markets with ties, zero costs and a heavy
+    seller; the uniform rule's rates are also compared with the independent piece search of
+    Mechanism 1 (``_uniform_stopping_rates``)."""
+    from crowdlib import _m2kernels as M
+
+    rl = {"uniform": P.UNIFORM_RULE, "three": P.three_level_rule(0.5, 0.6),
+          "three-0.9": P.three_level_rule(0.9, 0.3)}[rule]
+    rng = np.random.default_rng(17)
+    n = 30_000
+    markets = []
+    c, u = np.round(rng.uniform(0, 1, n), 2) * (rng.random(n) > 0.05), rng.choice([0.5, 1.0, 1.5], n)
+    markets.append((c, u, 0.3 * c.sum()))
+    c2, u2 = rng.uniform(0, 1, n), rng.lognormal(0, 1, n)
+    B2 = 0.2 * c2.sum()
+    c2[5], u2[5] = 0.3 * B2, 2 * B2                          # a heavy seller with theta = 0.3
+    markets.append((c2, u2, B2))
+    for c, u, B in markets:
+        routes = {}
+        for route in ("window", "subset", "whole"):
+            with monkeypatch.context() as m:
+                if route == "subset":
+                    m.setattr(M, "WINDOW_FACTOR", 1.0 + 1e-9)   # the window misses r*
+                if route == "whole":
+                    m.setattr(M, "SAMPLE_MIN_N", 10 * n)
+                routes[route] = P.mechanism2(c, u, B, rl)
+        for route in ("subset", "whole"):
+            assert routes[route].stopping_rate == pytest.approx(routes["window"].stopping_rate, rel=1e-14)
+            assert np.allclose(routes[route].rates, routes["window"].rates, rtol=1e-13, atol=0), route
+        out = routes["window"]
+        assert out.payments.sum() <= B * (1 + 1e-13) and np.all(out.rates <= out.stopping_rate)
+        if rule == "uniform":
+            rho = c / u
+            ref = P._uniform_stopping_rates(rho, u, B, u, rho)
+            assert np.allclose(np.where(c == 0, out.stopping_rate, ref), out.rates, rtol=1e-14, atol=0)
