@@ -60,9 +60,11 @@ def prefix_sum(x: FloatArray) -> FloatArray:
     return s + np.cumsum(err)
 
 
-def _pieces(runs: list[FloatArray], weights: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
-    """Sorted distinct breakpoints ``a`` (with ``a_0 = 0``) and ``W_k = sum(wt[bp <= a_k])``,
-    from breakpoint arrays that are each sorted already (merged by a run-aware stable sort)."""
+def _pieces(runs: list[FloatArray], weights: list[FloatArray], a0: float = 0.0,
+            W0: float = 0.0) -> tuple[FloatArray, FloatArray]:
+    """Sorted distinct breakpoints ``a`` (from ``a_0 = a0``) and ``W_k = W0 + sum(wt[bp <= a_k])``,
+    from breakpoint arrays above ``a0`` that are each sorted already (merged by a run-aware
+    stable sort); ``W0`` is the weight of the breakpoints at or below ``a0``."""
     if len(runs) == 1:
         b, wt = runs[0], weights[0]
     else:
@@ -70,10 +72,12 @@ def _pieces(runs: list[FloatArray], weights: list[FloatArray]) -> tuple[FloatArr
         order = np.argsort(bp, kind="stable")      # timsort: linear-time merge of sorted runs
         b, wt = bp[order], wt[order]
     cum = prefix_sum(wt)
-    last = np.flatnonzero(np.append(b[1:] != b[:-1], True))
+    if W0:
+        cum += W0
+    last = np.flatnonzero(np.append(b[1:] != b[:-1], True)) if b.size else np.zeros(0, dtype=np.intp)
     a, W = b[last], cum[last]
-    if a[0] > 0.0:
-        a, W = np.concatenate(([0.0], a)), np.concatenate(([0.0], W))
+    if not a.size or a[0] > a0:
+        a, W = np.concatenate(([a0], a)), np.concatenate(([W0], W))
     return a, W
 
 
@@ -188,7 +192,11 @@ class _Pieces:
         return np.minimum(self.a_next[k], cap)
 
 
-def sample_market(rho: FloatArray, u: FloatArray, size: int = 4096) -> tuple[FloatArray, FloatArray]:
+#: sellers in the small market that stands for a large one (``sample_market``)
+SAMPLE_SIZE = 4096
+
+
+def sample_market(rho: FloatArray, u: FloatArray, size: int = SAMPLE_SIZE) -> tuple[FloatArray, FloatArray]:
     """A small market whose stopping rate estimates the whole market's at the same budget: an
     evenly strided sample of about ``size`` sellers, their utilities scaled by the ratio of the
     utility they stand for to their own, plus every heavy seller (utility above
@@ -210,7 +218,6 @@ def sample_market(rho: FloatArray, u: FloatArray, size: int = 4096) -> tuple[Flo
 
 #: markets at least this large sort only the sellers below a sample's estimate of the cap on r*
 SAMPLE_MIN_N = 20_000
-SAMPLE_SIZE = 4096
 
 
 def _step_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray,
@@ -262,13 +269,7 @@ def _window_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray,
         o = np.argsort(bi)
         runs.append(bi[o])
         weights.append(uc[inside][o] * vs)
-    bp, wt = np.concatenate(runs), np.concatenate(weights)
-    order = np.argsort(bp, kind="stable")
-    b, wt = bp[order], wt[order]
-    cum = prefix_sum(wt) + W0
-    last = np.flatnonzero(np.append(b[1:] != b[:-1], True)) if b.size else np.zeros(0, dtype=np.intp)
-    a = np.concatenate(([r_lo], b[last]))
-    W = np.concatenate(([W0], cum[last]))
+    a, W = _pieces(runs, weights, r_lo, W0)        # every breakpoint in the runs is above r_lo
     r_star = _Pieces(a, W, B).stopping_rate()
     if not (r_lo < r_star < r_hi):
         return None
