@@ -377,15 +377,19 @@ def _horner(A: list, t: FloatArray) -> tuple[FloatArray, FloatArray]:
     return f, d
 
 
-def _newton_once(A: list, b: float, t: FloatArray, lo: FloatArray, theta: float) -> FloatArray | None:
-    """One Newton step from ``t`` (in ``[lo, 0]``) for the root of ``sum_k A[k] t^k = b`` in
-    ``[lo, 0]``, returned only if it is provably converged for every entry, else None.
+def _newton_once(A: list, b: float, t: FloatArray, theta: float) -> FloatArray | None:
+    """One Newton step from ``t`` for the root of ``sum_k A[k] t^k = b``, returned only if it is
+    provably converged for every entry (and every ``|t| <= theta``), else None.
 
-    Newton's error after a step is at most ``M e^2`` with ``M = max|f''| / (2 min f')`` on the
-    bracket ``[-theta, 0]`` and ``e`` the error before it, which is at most twice the step when
+    Newton's error after a step is at most ``M e^2`` with ``M = max|f''| / (2 min f')`` on
+    ``[-theta, theta]`` and ``e`` the error before it, which is at most twice the step when
     ``M |step| <= 1/4``; so ``4 M step^2 <= eps / 4`` leaves an error below a quarter of the
     spacing of ``s = 1 + t``. The bounds on ``f'`` and ``f''`` use ``max |A[k]|``. From the
-    linear start the step is about ``A[2] t^2 / A[1]``: for most sellers ``1e-12`` or less."""
+    linear start the step is about ``A[2] t^2 / A[1]``: for most sellers ``1e-12`` or less.
+    No clipping to the seller's bracket is needed: the root lies in it (Lemma 9's bound), and the
+    returned point is within a quarter ulp of the root."""
+    if t.size and not (float(t.min()) >= -theta and float(t.max()) <= theta):
+        return None
     amax = [0.0, 0.0] + [float(np.max(np.abs(a_))) if np.ndim(a_) else abs(float(a_)) for a_ in A[2:]]
     a1_min = float(np.min(A[1])) if np.ndim(A[1]) else float(A[1])
     d_min = a1_min - sum(k * amax[k] * theta ** (k - 1) for k in range(2, len(A)))
@@ -395,11 +399,10 @@ def _newton_once(A: list, b: float, t: FloatArray, lo: FloatArray, theta: float)
     f, d = _horner(A, t)
     f -= b
     step = f / d                                  # d >= d_min > 0 on the bracket
-    t_new = t - step
     big = float(np.max(np.abs(step))) if step.size else 0.0
     if M * big > 0.25 or 4.0 * M * big * big > 0.25 * np.finfo(float).eps:
         return None
-    return np.maximum(t_new, lo, out=t_new)       # the root is in [lo, 0]: clipping only helps
+    return np.subtract(t, step, out=step)
 
 
 def _newton(A: list, b: float, t: FloatArray, lo: FloatArray, hi: FloatArray) -> FloatArray:
@@ -434,6 +437,10 @@ def _newton(A: list, b: float, t: FloatArray, lo: FloatArray, hi: FloatArray) ->
     return t
 
 
+#: sellers' roots are found in blocks of this many
+QUERY_BLOCK = 1 << 15
+
+
 def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: FloatArray, b: float,
                  theta: FloatArray, which: IntArray | None = None) -> FloatArray:
     """``t_i = r_i / r* - 1`` for the sellers ``which`` (all sellers if None).
@@ -453,7 +460,8 @@ def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: Flo
     xw, uw = x[W_idx], u[W_idx]
     # sellers with theta_i = 0 (a zero cost, or left to the caller) keep t_i = 0: they weigh
     # nothing in the series orders or Newton's bounds
-    u_max = float(np.max(u * (theta > 0)) if which is None else np.max(u[which] * (thq > 0)))
+    uz = u * (theta > 0)
+    u_max = float(uz.max() if which is None else uz[which].max())
     # series orders: the total (weights up to sum u) and each seller's own correction (u_i)
     K = series_order(th, radius, 4.0 * (float(uw.sum()) + u_max) / b)
     Ko = min(K, series_order(th, radius, 4.0 * u_max / b))
@@ -479,17 +487,21 @@ def series_rates(series: Series, radius: float, p0: float, x: FloatArray, u: Flo
         qw, ql = which[pos_w], which[pos_l]
         Cq = series(x[qw], Ko) if qw.size else np.zeros((Ko + 1, 0))
     t = np.zeros(q_idx.size)
-    for pos, q, C in ((pos_w, qw, Cq), (pos_l, ql, None)):
-        if not q.size:
-            continue
-        uq = u[q] * (theta[q] > 0)
-        A: list = [top[k] - uq * C[k] if (C is not None and k <= Ko) else top[k] for k in range(K + 1)]
-        A[0] = A[0] + uq * p0
-        A[1] = A[1] + uq * p0
-        lo = -theta[q]
-        t0 = np.clip((b - A[0]) / A[1], lo, 0.0)   # a linear first step, then Newton
-        t1 = _newton_once(A, b, t0, lo, th)
-        t[pos] = t1 if t1 is not None else _newton(A, b, t0, lo, np.zeros(q.size))
+    for pos_all, q_all, C_all in ((pos_w, qw, Cq), (pos_l, ql, None)):
+        for s in range(0, q_all.size, QUERY_BLOCK):        # in blocks: temporaries stay in cache
+            blk = slice(s, s + QUERY_BLOCK)
+            q = q_all[blk]
+            uq = uz[q]
+            A: list = [top[k] - uq * C_all[k, blk] if (C_all is not None and k <= Ko) else top[k]
+                       for k in range(K + 1)]
+            A[0] = A[0] + uq * p0
+            A[1] = A[1] + uq * p0
+            t0 = (b - A[0]) / A[1]                  # a linear first step, then Newton
+            t1 = _newton_once(A, b, t0, th)
+            if t1 is None:                          # Newton's iterations inside each bracket
+                lo = -theta[q]
+                t1 = _newton(A, b, np.clip(t0, lo, 0.0), lo, np.zeros(q.size))
+            t[pos_all[blk]] = t1
 
     if N:
         # a root at or below the top near seller's rate lies on a lower piece: binary search over

@@ -141,6 +141,10 @@ class AllocationRule:
         (``crowdlib._m2kernels``).
     series_radius:
         A lower bound, over ``x`` in [0, 1), on the radius of convergence of that series in ``t``.
+    outcome:
+        Optional ``x -> (phi(x), p(x))`` in one pass (sharing a logarithm or a lookup); the
+        mechanisms use it through :meth:`phi_and_payment`. It must agree with ``phi`` and
+        ``unit_payment``.
     """
 
     name: str
@@ -152,6 +156,13 @@ class AllocationRule:
     steps: tuple[tuple[float, float], ...] = ()
     series: Callable[..., FloatArray] | None = field(default=None, repr=False)
     series_radius: float = 0.0
+    outcome: Callable[[FloatArray], tuple[FloatArray, FloatArray]] | None = field(default=None, repr=False)
+
+    def phi_and_payment(self, x: Any) -> tuple[FloatArray, FloatArray]:
+        """``(phi(x), p(x))``: by ``outcome`` when the rule has one, else by its two functions."""
+        if self.outcome is not None:
+            return self.outcome(x)
+        return self.phi(x), self.unit_payment(x)
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -202,24 +213,26 @@ class AllocationRule:
 
 
 def _phi_opt(x: Any) -> FloatArray:
-    # 0 from x = 1 on (and for NaN) by a multiplication, not a where: a branch per entry on
-    # unsorted x costs more than the logarithm
-    x = np.asarray(x, dtype=float)
-    out = np.log1p(-Q * np.fmin(x, 1.0))
-    out += 1.0
-    out *= x < 1.0
-    return out
+    # phi*(x) = 1 + ln(1 - (1 - 1/e) x) = ln(e - (e - 1) x), written as log1p((e - 1) y) in
+    # y = 1 - x: accurate relative to phi near x = 1 (1 + log1p(-Q x) cancels there), 1 at x = 0,
+    # and exactly 0 from x = 1 on (and for NaN), without a where
+    return _outcome_opt(x)[0]
 
 
 def _p_opt(x: Any) -> FloatArray:
-    # p*(x) = x - 1 + e/(e-1) ln(e - (e-1) x), written in y = 1 - x to avoid cancellation; y = 0
-    # (so p = 0 exactly) from x = 1 on and for NaN
+    # p*(x) = x - 1 + e/(e-1) ln(e - (e-1) x) = e/(e-1) phi*(x) - y, in y = 1 - x to avoid
+    # cancellation; y = 0 (so p = 0 exactly) from x = 1 on and for NaN
+    return _outcome_opt(x)[1]
+
+
+def _outcome_opt(x: Any) -> tuple[FloatArray, FloatArray]:
+    """``(phi*(x), p*(x))`` from one logarithm."""
     x = np.asarray(x, dtype=float)
     y = 1.0 - np.fmin(x, 1.0)
-    out = np.log1p((E - 1.0) * y)
-    out *= E / (E - 1.0)
-    out -= y
-    return out
+    phi = np.log1p((E - 1.0) * y)
+    pay = phi * (E / (E - 1.0))
+    pay -= y
+    return phi, pay
 
 
 def _taylor_opt(K: int) -> FloatArray:
@@ -277,15 +290,21 @@ def _series_linear(x: Any, K: int, weights: FloatArray | None = None) -> FloatAr
 
 #: phi*(x) = 1 + ln(1 - (1 - 1/e) x) on [0, 1): the optimal rule of Theorem 1.
 OPTIMAL_RULE = AllocationRule("optimal", _phi_opt, _p_opt, _taylor_opt, series=_series_opt,
-                              series_radius=1.0 / E)
+                              series_radius=1.0 / E, outcome=_outcome_opt)
 
 #: phi = 1 on [0, 1), 0 after (Definition 3): Mechanism 1 with it is Section 2's auction.
+def _uniform_outcome(x: Any) -> tuple[FloatArray, FloatArray]:
+    on = (np.asarray(x, dtype=float) < 1.0).astype(float)
+    return on, on.copy()
+
+
 UNIFORM_RULE = AllocationRule(
     "uniform",
     lambda x: (np.asarray(x, dtype=float) < 1.0).astype(float),
     lambda x: (np.asarray(x, dtype=float) < 1.0).astype(float),
     None,
     continuous=False,
+    outcome=_uniform_outcome,
 )
 
 #: phi(x) = 1 - x on [0, 1]: a continuous comparison rule, p(x) = (1 - x^2) / 2.
@@ -323,9 +342,13 @@ def three_level_rule(a: float, h: float) -> AllocationRule:
     def pay(x: Any) -> FloatArray:
         return pay_levels[level(np.asarray(x, dtype=float))]
 
+    def outcome(x: Any) -> tuple[FloatArray, FloatArray]:
+        k = level(np.asarray(x, dtype=float))
+        return phi_levels[k], pay_levels[k]
+
     steps = ((a, a * (1.0 - h)), (1.0, h)) if a < 1.0 else ((1.0, 1.0),)
     return AllocationRule(f"three-level(a={a:g}, h={h:g})", phi, pay, None, continuous=False,
-                          jumps=(a,) if 0.0 < a < 1.0 else (), steps=steps)
+                          jumps=(a,) if 0.0 < a < 1.0 else (), steps=steps, outcome=outcome)
 
 
 _NAMED_RULES = {"optimal": OPTIMAL_RULE, "uniform": UNIFORM_RULE, "linear": LINEAR_RULE}
@@ -404,10 +427,26 @@ def fractional_optimum(costs: Any, utilities: Any, budget: Any) -> float:
 
 
 # ------------------------------------------------------------------ Mechanism 1
+#: sums over the sellers are formed in blocks of this many (the temporaries then stay in cache)
+BLOCK = 1 << 16
+
+
+def _block_sums(n: int, terms: Callable[[slice], FloatArray]) -> FloatArray:
+    """``sum_j terms_j`` over ``n`` sellers, where ``terms(block)`` gives a block's partial sums
+    (one per quantity). Pairwise sums within a block, then pairwise over the blocks, in the same
+    order for every caller: the stopping-rate search and the exact check of a rate agree term
+    for term."""
+    parts = np.array([terms(slice(s, s + BLOCK)) for s in range(0, n, BLOCK)], dtype=float)
+    if parts.size == 0:
+        return np.zeros(1)
+    parts = parts.reshape(parts.shape[0], -1)
+    return np.array([float(np.sum(np.ascontiguousarray(parts[:, k]))) for k in range(parts.shape[1])])
+
+
 def _payment_sum(rule: AllocationRule, rho: FloatArray, u: FloatArray, r: float) -> float:
     # np.sum's pairwise summation, not a dot product: many tiny payments after a large one must
     # not be rounded away (a dot product lost 3e-12 of the budget on such a market)
-    return float(r * np.sum(u * rule.unit_payment(rho / r)))
+    return float(r * _block_sums(rho.size, lambda b: np.sum(u[b] * rule.unit_payment(rho[b] / r)))[0])
 
 
 def total_payment(costs: Any, utilities: Any, rate: Any, rule: Any = "optimal") -> float:
@@ -468,6 +507,15 @@ NEWTON_CERTIFY_STEP = 1e-8
 NEWTON_RATE_MIN_N = 20_000
 
 
+def _value_slope(rule: AllocationRule, rho: FloatArray, u: FloatArray, r: float) -> FloatArray:
+    """``sum u_j c_0(x_j)`` and ``sum u_j c_1(x_j)`` over the active sellers (``x_j = rho_j / r
+    < 1``): the total payment per unit of stretch and its slope in the stretch."""
+    x = rho / r
+    w = u * (x < 1.0)                         # inactive sellers weigh 0 (their x is clipped to 1)
+    np.minimum(x, 1.0, out=x)
+    return rule.series(x, 1, w)
+
+
 def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float, r0: float,
                  lo: float, hi: float, own: tuple[float, float] | None = None) -> float | None:
     """The stopping rate by Newton's method on the exact total payment, whose value and slope
@@ -485,10 +533,7 @@ def _newton_rate(rule: AllocationRule, ra: FloatArray, ua: FloatArray, B: float,
 
     r, done = r0, False
     for _ in range(12):
-        x = ra / r
-        w = ua * (x < 1.0)                    # inactive sellers weigh 0 (their x is clipped to 1)
-        np.minimum(x, 1.0, out=x)
-        value, slope = rule.series(x, 1, w)
+        value, slope = _block_sums(ra.size, lambda b: _value_slope(rule, ra[b], ua[b], r))
         if own is not None:
             xi = own[0] / r
             ci = rule.series(np.array([min(xi, 1.0)]), 1) if xi < 1.0 else np.zeros((2, 1))
@@ -642,6 +687,24 @@ def _check_ties(ties: Any) -> str:
     return ties
 
 
+#: the outcome is formed in blocks of this many sellers (its temporaries then stay in cache)
+OUTCOME_BLOCK = 1 << 16
+
+
+def _outcome(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float, rates: FloatArray,
+             ties: str) -> tuple[FloatArray, FloatArray]:
+    """Allocations ``phi(rho_i / r_i)`` and payments ``u_i r_i p(rho_i / r_i)``, tied sellers
+    settled by ``ties``."""
+    alloc, pay = np.empty(rho.size), np.empty(rho.size)
+    for s in range(0, rho.size, OUTCOME_BLOCK):
+        sl = slice(s, s + OUTCOME_BLOCK)
+        r = rates[sl]
+        a, p = rule.phi_and_payment(rho[sl] / r)
+        alloc[sl] = a
+        np.multiply(u[sl], r * p, out=pay[sl])
+    return _settle_ties(rule, rho, u, B, rates, alloc, pay, ties)
+
+
 def _settle_ties(rule: AllocationRule, rho: FloatArray, u: FloatArray, B: float,
                  rates: FloatArray, alloc: FloatArray, pay: FloatArray,
                  ties: str) -> tuple[FloatArray, FloatArray]:
@@ -743,9 +806,7 @@ def mechanism1(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     _check_rate_scale(rl, u, B)
     rho = c / u
     r = _stopping_rate(rl, rho, u, B)
-    x = rho / r
-    alloc, pay = _settle_ties(rl, rho, u, B, np.full(c.size, r), rl.phi(x),
-                              u * (r * rl.unit_payment(x)), ties)
+    alloc, pay = _outcome(rl, rho, u, B, np.full(c.size, r), ties)
     return Mechanism1Result(alloc, pay, r, u)
 
 
@@ -793,8 +854,7 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
             rho[i] = 0.0
             rates[i] = _stopping_rate(rl, rho, u, B)
             rho[i] = saved
-    x = rho / rates
-    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
+    alloc, pay = _outcome(rl, rho, u, B, rates, ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "naive")
 
 
@@ -973,8 +1033,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
         else:
             r_star, rates = _m2.step_rates(rl.steps, rho, u, B)
         np.putmask(rates, c == 0.0, r_star)
-        x = rho / rates
-        alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
+        alloc, pay = _outcome(rl, rho, u, B, rates, ties)
         return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "steps")
     if rl.taylor_at_one is None and rl.series is None:
         return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
@@ -1026,8 +1085,7 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
                                    own=(float(rho[i]), float(u[i])))
             rates[i] = r_i if r_i is not None else _own_rate(
                 rl, rho_a, u_a, B, float(rho[i]), float(u[i]), lo_i, r_star)
-    x = rho / rates
-    alloc, pay = _settle_ties(rl, rho, u, B, rates, rl.phi(x), u * (rates * rl.unit_payment(x)), ties)
+    alloc, pay = _outcome(rl, rho, u, B, rates, ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "fast")
 
 
