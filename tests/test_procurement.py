@@ -627,3 +627,17 @@ def test_step_kernel_window_subset_and_whole_market_agree(rule, monkeypatch):
             rho = c / u
             ref = P._uniform_stopping_rates(rho, u, B, u, rho)
             assert np.allclose(np.where(c == 0, out.stopping_rate, ref), out.rates, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("rule", ["optimal", "uniform", "linear", "three"])
+def test_phi_and_payment_agree_with_the_rules_two_functions(rule):
+    """A rule's one-pass ``outcome`` gives exactly ``phi`` and ``unit_payment``; phi* is 1 at 0,
+    0 from 1 on, and matches 1 + ln(1 - (1 - 1/e) x) closely (more accurately near 1)."""
+    rl = P.three_level_rule(0.4, 0.7) if rule == "three" else P.get_rule(rule)
+    x = np.concatenate([np.linspace(0, 1.5, 3001), [0.4, np.nextafter(0.4, 0), np.nextafter(1.0, 0), 1.0]])
+    a, p = rl.phi_and_payment(x)
+    assert np.array_equal(a, rl.phi(x)) and np.array_equal(p, rl.unit_payment(x))
+    if rule == "optimal":
+        assert a[0] == 1.0 and np.all(a[x >= 1] == 0.0)
+        ref = 1.0 + np.log1p(-(1 - 1 / np.e) * np.minimum(x, 1.0))
+        assert np.allclose(a[x < 1], ref[x < 1], rtol=0, atol=4e-16)
