@@ -196,12 +196,17 @@ class _Pieces:
 SAMPLE_SIZE = 4096
 
 
-def sample_market(rho: FloatArray, u: FloatArray, size: int = SAMPLE_SIZE) -> tuple[FloatArray, FloatArray]:
+def sample_market(rho: FloatArray, u: FloatArray, size: int = SAMPLE_SIZE,
+                  own: int | None = None) -> tuple[FloatArray, FloatArray]:
     """A small market whose stopping rate estimates the whole market's at the same budget: an
     evenly strided sample of about ``size`` sellers, their utilities scaled by the ratio of the
     utility they stand for to their own, plus every heavy seller (utility above
-    ``sum(u) / size``, which a sample would over- or under-count) with its own utility."""
+    ``sum(u) / size``, which a sample would over- or under-count) with its own utility.
+    ``own = i``: seller ``i`` counted as heavy with its cost set to 0 (an estimate of ``r_i``)."""
     heavy = u > float(u.sum()) / size
+    if own is not None:
+        heavy = heavy.copy()
+        heavy[own] = True
     stride = max(1, rho.size // size)
     idx = np.arange(0, rho.size, stride)
     if heavy.any():
@@ -213,7 +218,10 @@ def sample_market(rho: FloatArray, u: FloatArray, size: int = SAMPLE_SIZE) -> tu
     us = u[idx]
     if us.size:
         us = us * (light_total / float(us.sum()))
-    return np.concatenate((rho[idx], rho[h])), np.concatenate((us, u[h]))
+    rho_h = rho[h]
+    if own is not None:
+        rho_h[h == own] = 0.0
+    return np.concatenate((rho[idx], rho_h)), np.concatenate((us, u[h]))
 
 
 #: markets at least this large sort only the sellers below a sample's estimate of the cap on r*
@@ -247,7 +255,7 @@ WINDOW_FACTOR = 1.02
 
 
 def _window_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray, B: float,
-                   r_lo: float, r_hi: float) -> tuple[float, _Pieces] | None:
+                   r_lo: float, r_hi: float, star: bool = True) -> tuple[float, _Pieces] | None:
     """The pieces of ``W`` on ``(r_lo, r_hi)``, exact there, and the stopping rate if it lies
     inside (else None). ``W(r_lo)`` is a masked (pairwise) sum over the sellers whose
     breakpoints lie below; only breakpoints inside the window are computed to the ulp and sorted.
@@ -270,6 +278,8 @@ def _window_pieces(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray,
         runs.append(bi[o])
         weights.append(uc[inside][o] * vs)
     a, W = _pieces(runs, weights, r_lo, W0)        # every breakpoint in the runs is above r_lo
+    if not star:                                   # the pieces alone (exact below r_hi)
+        return math.nan, _Pieces(a, W, B)
     r_star = _Pieces(a, W, B).stopping_rate()
     if not (r_lo < r_star < r_hi):
         return None
@@ -294,14 +304,29 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
         # a window (r_lo, r_hi) that holds r* and every r_i (r_i >= r* (1 - theta_i), theta_i =
         # min(c_i, u_i r* p(0)) / B <= its value at r_hi >= r*): only its breakpoints are sorted
         r_hi = WINDOW_FACTOR * r0
-        theta_max = float(np.max(np.minimum(rho * u, u * (r_hi * float(v.sum()))))) / B * (1.0 + 1e-9)
+        theta = np.minimum(rho * u, u * (r_hi * float(v.sum())))
+        theta *= (1.0 + 1e-9) / B
+        # the few sellers with a wide bracket get windows of their own, around their own
+        # sample estimate, so that they do not widen the window of everybody else
+        wide = np.flatnonzero(theta > WIDE_THETA)
+        if wide.size > MAX_OWN_WINDOWS:
+            wide = wide[:0]
+        theta_max = float(theta.max() if not wide.size else np.max(np.where(theta > WIDE_THETA, 0.0, theta)))
         if theta_max < 0.9:
             r_lo = r0 * (1.0 - theta_max) / WINDOW_FACTOR
             got = _window_pieces(t, v, rho, u, B, r_lo, r_hi)
             if got is not None and got[0] * (1.0 - theta_max) > r_lo:
+                r_star = got[0]
                 rates = _step_queries(t, v, rho, u, *got)
-                if rates.min() > r_lo:          # so every rate lies inside the window
-                    return got[0], rates
+                ok = True
+                for i in wide:
+                    r_i = _own_window_rate(t, v, rho, u, B, r_star, int(i))
+                    ok = r_i is not None
+                    if not ok:
+                        break
+                    rates[i] = r_i
+                if ok and (np.delete(rates, wide) if wide.size else rates).min() > r_lo:
+                    return r_star, rates               # every other rate inside the window
         # else only sellers below a cap on r* shape the pieces below it (a breakpoint
         # rho_j / t_s is at least rho_j): the sample's estimate gives the cap, checked afterwards
         for factor in (1.05, 1.5):
@@ -313,6 +338,26 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
                 return r_star, _step_queries(t, v, rho, u, r_star, pieces)
     r_star, pieces = _step_pieces(t, v, rho, u, B)
     return r_star, _step_queries(t, v, rho, u, r_star, pieces)
+
+
+#: sellers whose bracket is wider than this get their own window (at most MAX_OWN_WINDOWS)
+WIDE_THETA = 0.02
+MAX_OWN_WINDOWS = 8
+
+
+def _own_window_rate(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray, B: float,
+                     r_star: float, i: int) -> float | None:
+    """Seller ``i``'s rate from a window of pieces around its own sample estimate, or None if it
+    does not fall strictly inside. With its cost at 0 the seller adds ``u_i p(0)`` at every rate,
+    so ``r_i = sup{r : r (W_{-i}(r) + u_i p(0)) <= B}``: one query on the pieces of the market
+    without it. Pieces exact on the window, a search answer strictly inside it is exact."""
+    est, _ = _step_pieces(t, v, *sample_market(rho, u, own=i), B)
+    lo, hi = est / WINDOW_FACTOR, est * WINDOW_FACTOR
+    others = u.copy()
+    others[i] = 0.0
+    _, pieces = _window_pieces(t, v, rho, others, B, lo, hi, star=False)
+    r_i = float(pieces.rates(np.array([u[i] * float(v.sum())]))[0])
+    return min(r_i, r_star) if lo < r_i < hi else None
 
 
 def _step_queries(t: FloatArray, v: FloatArray, rho: FloatArray, u: FloatArray, r_star: float,
