@@ -16,6 +16,9 @@ Seller ``i``'s rate ``r_i`` is the stopping rate of Mechanism 1 on the market wi
   whole (``sample_market``), wide enough for every ``r_i`` by the bracket
   ``r_i >= r* (1 - theta_i)``; ``W`` below it is a masked sum, and the window is checked to
   hold ``r*`` and every rate (else the sorted subset below a cap on ``r*``, else the market).
+  The few sellers whose bracket is wide (``theta_i > WIDE_THETA``) are left out of it: each
+  gets a window around its own sample estimate, where its rate is one query on the market
+  without it (its cost 0 adds ``u_i p(0)`` at every rate).
 * **Rules with a power series** (the optimal and linear rules): in units of the stopping rate,
   ``s = r / r*`` and ``x_j = rho_j / r*``, a seller's payment ``u_j r* G(s; x_j)``, with
   ``G(s; x) = s p(x / s)``, is analytic in ``s`` near 1 once the seller is active (``x_j < s``),
