@@ -312,7 +312,7 @@ def step_rates(steps: tuple[tuple[float, float], ...], rho: FloatArray, u: Float
         # the few sellers with a wide bracket get windows of their own, around their own
         # sample estimate, so that they do not widen the window of everybody else
         wide = np.flatnonzero(theta > WIDE_THETA)
-        if wide.size > MAX_OWN_WINDOWS:
+        if wide.size > MAX_OWN_WINDOWS or wide.size == rho.size:
             wide = wide[:0]
         theta_max = float(theta.max() if not wide.size else np.max(np.where(theta > WIDE_THETA, 0.0, theta)))
         if theta_max < 0.9:

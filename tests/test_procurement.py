@@ -641,3 +641,15 @@ def test_phi_and_payment_agree_with_the_rules_two_functions(rule):
         assert a[0] == 1.0 and np.all(a[x >= 1] == 0.0)
         ref = 1.0 + np.log1p(-(1 - 1 / np.e) * np.minimum(x, 1.0))
         assert np.allclose(a[x < 1], ref[x < 1], rtol=0, atol=4e-16)
+
+
+def test_step_kernel_with_every_seller_wide(monkeypatch):
+    """The large-market step kernel on a market where every seller's bracket is wide (forced at
+    small n): no own windows, the same rates as the definition."""
+    from crowdlib import _m2kernels as M
+
+    monkeypatch.setattr(M, "SAMPLE_MIN_N", 2)
+    c, u = np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4)
+    for rule in ("uniform", P.three_level_rule(0.5, 0.6)):
+        assert np.allclose(P.mechanism2(c, u, 5.0, rule).rates, P.mechanism2_naive(c, u, 5.0, rule).rates,
+                           rtol=1e-12, atol=0)
