@@ -292,12 +292,12 @@ def _series_linear(x: Any, K: int, weights: FloatArray | None = None) -> FloatAr
 OPTIMAL_RULE = AllocationRule("optimal", _phi_opt, _p_opt, _taylor_opt, series=_series_opt,
                               series_radius=1.0 / E, outcome=_outcome_opt)
 
-#: phi = 1 on [0, 1), 0 after (Definition 3): Mechanism 1 with it is Section 2's auction.
 def _uniform_outcome(x: Any) -> tuple[FloatArray, FloatArray]:
     on = (np.asarray(x, dtype=float) < 1.0).astype(float)
     return on, on.copy()
 
 
+#: phi = 1 on [0, 1), 0 after (Definition 3): Mechanism 1 with it is Section 2's auction.
 UNIFORM_RULE = AllocationRule(
     "uniform",
     lambda x: (np.asarray(x, dtype=float) < 1.0).astype(float),
