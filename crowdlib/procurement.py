@@ -503,7 +503,7 @@ def _uniform_stopping_rates(rho: FloatArray, u: FloatArray, B: float,
 NEWTON_CERTIFY_STEP = 1e-8
 
 #: markets at least this large get the stopping rate of a rule with a series by Newton's method
-#: from a strided sample's estimate (a few passes over the sellers instead of Brent's dozen)
+#: from the estimate of a small market standing for the whole (a few passes instead of Brent's dozen)
 NEWTON_RATE_MIN_N = 20_000
 
 
