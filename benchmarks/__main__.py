@@ -8,7 +8,8 @@ Rows (each timing is the best of a few repetitions, so a ratio is meaningful on 
 
 * Mechanism 2 (Anari et al., Section 4) on 10^6 sellers against ``np.sort`` of 10^6 floats,
   for the optimal, uniform and three-level rules, with and without one seller at
-  theta_i = 0.5; and, at a size the O(n^2) method can do, against that method.
+  theta_i = 0.5, and for a rule given by ``phi`` alone (``from_phi``); and, at a size the O(n^2)
+  method can do, against that method.
 * ``bandits.simulate`` with exact draws from the total-task laws (the default) against the
   normal approximation and against per-user draws (HAIS, C(20), B = 2000, T = 14).
 * The contests, contracts and rating kernels against their brute-force references.
@@ -87,11 +88,17 @@ def mechanism2_rows(quick: bool) -> None:
             assert uu is u or theta0 == 0.5, theta0
             t = best_of(lambda: P.mechanism2(cc, uu, B, rule), 3)
             row(f"  {label} (path {out.path})", t, "np.sort", floor, "target <= 10 x", t / floor <= 10)
+    # a rule known by phi alone (AllocationRule.from_phi): the kernel on the map of its payment
+    square = P.AllocationRule.from_phi(lambda x: (1.0 - np.minimum(x, 1.0)) ** 2, "(1 - x)^2")
+    for label, cc, uu in (("phi = (1 - x)^2 by from_phi", c, u), ("(1 - x)^2, a seller at theta = 0.5", c_out, u_out)):
+        out = P.mechanism2(cc, uu, B, square)
+        t = best_of(lambda: P.mechanism2(cc, uu, B, square), 2)
+        row(f"  {label} (path {out.path})", t, "np.sort", floor, "no quadratic path", out.path == "pieces")
     # against the definition (one Mechanism 1 per seller, O(n^2)) where it is feasible
     m = 1000 if quick else 2000
     c2, u2 = c[:m].copy(), u[:m].copy()
     B2 = 0.25 * c2.sum()
-    for label, rule in (("optimal rule", "optimal"), ("three-level rule", three)):
+    for label, rule in (("optimal rule", "optimal"), ("three-level rule", three), ("(1 - x)^2 by from_phi", square)):
         t = best_of(lambda: P.mechanism2(c2, u2, B2, rule), 2)
         t_naive = best_of(lambda: P.mechanism2_naive(c2, u2, B2, rule), 1)
         row(f"  {label}, n = {m:,}", t, "the naive O(n^2) method", t_naive)

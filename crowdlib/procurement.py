@@ -35,12 +35,17 @@ How ambiguities of the paper (whose text we worked from lost its formulas) are r
   method: the sellers with ``rho_j < r_lo`` are analytic in ``r`` (a Chebyshev interpolant, via
   :class:`numpy.polynomial.Chebyshev`), those inside the bracket a Taylor series of ``p`` at 1
   in powers of ``r - rho_j`` with prefix sums over the sorted rates, and a vectorised Illinois
-  (regula falsi) iteration finds the roots. O(n log n) in all.
+  (regula falsi) iteration finds the roots. A rule known only by ``phi`` and ``p`` (from
+  :meth:`AllocationRule.from_phi`, or built from two functions) is run on a piecewise
+  Chebyshev map of ``p`` (``crowdlib._m2pieces``): interpolants in ``r`` of the exact total
+  over the bracket, between the rates at which a seller crosses an edge of ``p``. O(n log n)
+  in all.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,6 +57,7 @@ from scipy.special import binom
 from tqdm import tqdm
 
 from . import _m2kernels as _m2
+from . import _m2pieces as _m2p
 from ._validation import integer, real, real_array, real_vector
 
 __all__ = [
@@ -145,6 +151,10 @@ class AllocationRule:
         Optional ``x -> (phi(x), p(x))`` in one pass (sharing a logarithm or a lookup); the
         mechanisms use it through :meth:`phi_and_payment`. It must agree with ``phi`` and
         ``unit_payment``.
+    pieces:
+        Optional map of ``p`` on [0, 1) (``crowdlib._m2pieces.Pieces``): edges between which
+        ``p`` is smooth. :meth:`from_phi` sets it; for a rule with neither ``series`` nor
+        ``steps``, :func:`mechanism2` builds it from ``unit_payment`` when it is missing.
     """
 
     name: str
@@ -157,6 +167,7 @@ class AllocationRule:
     series: Callable[..., FloatArray] | None = field(default=None, repr=False)
     series_radius: float = 0.0
     outcome: Callable[[FloatArray], tuple[FloatArray, FloatArray]] | None = field(default=None, repr=False)
+    pieces: Any = field(default=None, repr=False, compare=False)
 
     def phi_and_payment(self, x: Any) -> tuple[FloatArray, FloatArray]:
         """``(phi(x), p(x))``: by ``outcome`` when the rule has one, else by its two functions."""
@@ -186,13 +197,25 @@ class AllocationRule:
     @classmethod
     def from_phi(cls, phi: Callable[[FloatArray], FloatArray], name: str,
                  continuous: bool = True) -> "AllocationRule":
-        """Build a rule from ``phi`` alone; ``p`` by :func:`scipy.integrate.quad` (slow).
+        """Build a rule from ``phi`` alone, with ``p(x) = x phi(x) + int_x^1 phi`` exact to ~1e-15.
 
-        ``phi`` is checked on a grid of [0, 2]: finite, non-increasing, ``phi(0) = 1``,
-        zero on ``[1, 2]`` and inside [0, 1]. Such a rule uses the naive Mechanism 2.
+        ``phi`` is checked on a grid of [0, 2]: finite, non-increasing, ``phi(0) = 1``, zero on
+        ``[1, 2]`` and inside [0, 1]. It is then cut into pieces of [0, 1) on each of which one
+        Chebyshev interpolant reproduces it to ``2^-50`` (split at the jumps it finds, halved
+        elsewhere; ``crowdlib._m2pieces``), and ``p`` is the interpolants' exact Myerson payment.
+        The jumps found are the rule's ``jumps``; a ``phi`` that is constant on every piece
+        becomes a step rule (``steps``). Mechanism 2 runs on the pieces in O(n log n) for large
+        markets (see :func:`mechanism2`).
+
+        Ambiguity resolved: at a jump ``t`` the value ``phi(t)`` is the right-hand one
+        (``p(x) = sum_s v_s [x < t_s]``), as for the library's own step rules. Raises
+        ``ValueError`` when ``continuous`` is true but ``phi`` jumps (at 1 too: ``phi(1-) > 0``),
+        or when ``phi`` is too rough for 4096 pieces.
         """
         if not callable(phi):
             raise TypeError(f"phi must be callable, got {type(phi).__name__}")
+        if not isinstance(continuous, (bool, np.bool_)):
+            raise TypeError(f"continuous must be a bool, got {type(continuous).__name__}")
         grid = np.linspace(0.0, 2.0, 2001)
         vals = np.asarray(phi(grid), dtype=float)
         if vals.shape != grid.shape or not np.all(np.isfinite(vals)):
@@ -202,14 +225,29 @@ class AllocationRule:
         if np.any(np.diff(vals) > 1e-12) or np.any(vals < 0) or np.any(vals > 1):
             raise ValueError("phi must be non-increasing with values in [0, 1]")
 
-        def p_scalar(x: float) -> float:
-            if x >= 1.0:
-                return 0.0
-            return x * float(phi(np.array([x]))[0]) + integrate.quad(
-                lambda t: float(phi(np.array([t]))[0]), x, 1.0, limit=200)[0]
+        def phi_arr(x: FloatArray) -> FloatArray:
+            return np.asarray(phi(np.asarray(x, dtype=float)), dtype=float)
 
-        vec = np.vectorize(p_scalar, otypes=[float])
-        return cls(name, phi, lambda x: vec(np.asarray(x, dtype=float)), None, continuous)
+        pay, ph, pp = _m2p.payment_from_phi(phi_arr)
+        last = ph.coefs[-1]
+        if last is None:             # phi is singular at 1: a jump only if phi(1-) dwarfs its steps
+            below = np.nextafter(1.0, 0.0)
+            v1, v2 = phi_arr(np.array([below, np.nextafter(below, 0.0)]))
+            jumps_at_one = bool(v1 > _m2p.JUMP_MIN and v1 > 1e6 * abs(v2 - v1))
+        else:
+            jumps_at_one = float(np.polynomial.chebyshev.chebval(1.0, last)) > _m2p.JUMP_MIN
+        if continuous and (ph.jumps or jumps_at_one):
+            where = ", ".join(f"{t:.17g}" for t in (*ph.jumps, *((1.0,) if jumps_at_one else ())))
+            raise ValueError(f"phi jumps (at x = {where}), so p is not continuous: pass continuous=False")
+        steps: tuple[tuple[float, float], ...] = ()
+        if all(c is not None and c.size == 1 for c in ph.coefs):
+            level = np.array([float(pp.evaluate(np.array([a]))[0]) for a in ph.edges[:-1]] + [0.0])
+            drop = np.flatnonzero(level[:-1] != level[1:])
+            steps = tuple((float(ph.edges[k + 1]), float(level[k] - level[k + 1])) for k in drop)
+            if not steps or steps[-1][0] != 1.0:
+                steps = (*steps, (1.0, 0.0))
+        return cls(name, phi, pay, None, bool(continuous), jumps=tuple(float(t) for t in ph.jumps),
+                   steps=steps, pieces=pp)
 
 
 def _phi_opt(x: Any) -> FloatArray:
@@ -817,7 +855,9 @@ class Mechanism2Result(_BuyerValue):
 
     ``path`` says how the rates were computed: ``"fast"`` (the polynomial and Chebyshev/Taylor
     kernels of a rule with a series), ``"uniform"`` or ``"steps"`` (the exact search over the
-    pieces of a step rule) or ``"naive"`` (one Mechanism 1 stopping rate per seller, O(n^2)).
+    pieces of a step rule), ``"pieces"`` (interpolants of the exact total on a map of ``p``, for
+    a rule known by ``phi`` and ``p`` alone) or ``"naive"`` (one Mechanism 1 stopping rate per
+    seller, O(n^2)), which :func:`mechanism2` takes only for a payment too rough to map.
     """
 
     allocation: FloatArray
@@ -832,8 +872,8 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
                      ties: str = "index") -> Mechanism2Result:
     """Mechanism 2 by its definition: one Mechanism 1 stopping rate per seller, O(n^2).
 
-    Kept as the reference the fast :func:`mechanism2` is tested against, and
-    used by :func:`mechanism2` for rules without a Taylor series at 1. ``ties`` as in
+    Kept as the reference the fast :func:`mechanism2` is tested against, and used by
+    :func:`mechanism2` for a rule whose payment is too rough to map. ``ties`` as in
     :func:`mechanism2`.
     """
     c, u, B = _instance(costs, utilities, budget)
@@ -996,6 +1036,82 @@ def _fast_rates(rule: AllocationRule, rho: FloatArray, u: FloatArray,
     return rates
 
 
+#: a rule with neither ``series`` nor ``steps`` nor ``pieces`` gets a map of its unit payment with
+#: at most this many pieces (else Mechanism 2 falls back to the naive method, with a warning)
+PAYMENT_MAP_PIECES = 256
+_PAYMENT_MAPS: "weakref.WeakKeyDictionary[AllocationRule, Any]" = weakref.WeakKeyDictionary()
+
+
+def _payment_map(rule: AllocationRule) -> Any:
+    """The rule's map of ``p`` on [0, 1) (``rule.pieces``, else fitted once and kept), or None
+    when ``p`` is too rough for ``PAYMENT_MAP_PIECES`` pieces."""
+    if rule.pieces is not None:
+        return rule.pieces
+    if rule in _PAYMENT_MAPS:
+        return _PAYMENT_MAPS[rule]
+    p0 = float(rule.unit_payment(np.zeros(1))[0])
+    try:
+        fitted = _m2p.fit(lambda x: np.asarray(rule.unit_payment(x), dtype=float), 0.0, 1.0,
+                          scale=max(p0, np.finfo(float).tiny), name="unit_payment",
+                          max_pieces=PAYMENT_MAP_PIECES)
+    except ValueError:
+        fitted = None
+    _PAYMENT_MAPS[rule] = fitted
+    return fitted
+
+
+#: the sellers off the bulk are grouped in bands of theta this many times wider than the last
+PIECE_BAND = 8.0
+
+
+def _mechanism2_pieces(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, ties: str,
+                       rho: FloatArray, pieces: Any) -> "Mechanism2Result":
+    """Mechanism 2 for a rule known by ``phi`` and ``p`` alone, on the map of ``p``
+    (``crowdlib._m2pieces.piece_rates``): the bulk of sellers in one window, the others in
+    bands of theta, each seller beyond ``FAST_THETA_LIMIT`` (or in a band too crowded near the
+    edges of ``p``) by its own exact search."""
+    r_star = _stopping_rate(rl, rho, u, B)
+    p0 = float(rl.unit_payment(np.zeros(1))[0])
+    theta = np.minimum(c, u * (r_star * p0)) / B
+    np.minimum(theta, 1.0, out=theta)
+    rates = np.full(c.size, r_star)
+
+    def total(rr: FloatArray, uu: FloatArray, r: float) -> float:
+        return _payment_sum(rl, rr, uu, r)
+
+    inner = np.flatnonzero((theta > 0) & (theta <= FAST_THETA_LIMIT))
+    wide = [np.flatnonzero(theta > FAST_THETA_LIMIT)]
+    if inner.size:
+        sample = theta[inner][:: max(1, inner.size // 10_000)]
+        edge = 2.0 * float(np.quantile(sample, 0.99))
+        bands = [edge]
+        while bands[-1] < FAST_THETA_LIMIT:
+            bands.append(bands[-1] * PIECE_BAND)
+        band = np.searchsorted(np.array(bands), theta[inner], side="left")
+        for k in np.unique(band):
+            idx = inner[band == k]
+            got = _m2p.piece_rates(rl.unit_payment, pieces, total, rho, u, B, r_star,
+                                   r_star * (1.0 - theta), idx)
+            if got is None:
+                wide.append(idx)
+            else:
+                rates[idx] = got[idx]
+    own = np.concatenate(wide)
+    if ((own.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
+            or own.size * c.size > WIDE_WORK_WARN):
+        _slow_warning(f"{own.size} of {c.size} sellers have a wide bracket or sit near the edges of the "
+                      "rule's pieces; each gets its own exact O(n) search, which tends to O(n^2)")
+    if own.size:
+        act = np.flatnonzero(rho < r_star)
+        rho_a, u_a = rho.take(act), u.take(act)
+        for i in own:
+            rates[i] = _own_rate(rl, rho_a, u_a, B, float(rho[i]), float(u[i]),
+                                 r_star * (1.0 - float(theta[i])), r_star)
+    np.putmask(rates, c == 0.0, r_star)
+    alloc, pay = _outcome(rl, rho, u, B, rates, ties)
+    return Mechanism2Result(alloc, pay, rates, r_star, u, "pieces")
+
+
 def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *,
                ties: str = "index") -> Mechanism2Result:
     """Mechanism 2(phi) (Section 4): truthful, IR and budget feasible (Lemma 2).
@@ -1012,9 +1128,13 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     ``theta_i <= 0.1``, the root of a polynomial on a known piece
     (``crowdlib._m2kernels.series_rates``); sellers with ``0.1 < theta_i <= 0.25`` the
     Chebyshev/Taylor method of the module docstring; each seller beyond 0.25 its own exact O(n)
-    search (a warning says when they are many, as their cost then tends to O(n^2)). Only a rule
-    with neither a series nor steps (one built by :meth:`AllocationRule.from_phi`) falls back to
-    :func:`mechanism2_naive` (with a warning on large markets). ``result.path`` says which ran.
+    search (a warning says when they are many, as their cost then tends to O(n^2)). A rule with
+    neither a series nor steps (one built by :meth:`AllocationRule.from_phi`, or from two
+    functions) runs on a map of its ``p`` (``crowdlib._m2pieces.piece_rates``, path
+    ``"pieces"``): the bulk of sellers in one window, the others in bands of ``theta``, those
+    beyond 0.25 by their own searches. Only a ``p`` too rough for 256 smooth pieces falls back
+    to :func:`mechanism2_naive` (with a warning on large markets). ``result.path`` says which
+    ran.
 
     ``ties``: a seller whose rate equals its own ``r_i`` gets ``phi(1) = 0`` with
     ``"exclude"``; with ``"index"`` (default) the tied sellers are served in index order, at
@@ -1036,7 +1156,11 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
         alloc, pay = _outcome(rl, rho, u, B, rates, ties)
         return Mechanism2Result(alloc, pay, rates, r_star, u, "uniform" if rl is UNIFORM_RULE else "steps")
     if rl.taylor_at_one is None and rl.series is None:
-        return _naive_fallback(c, u, B, rl, ties, f"the rule {rl.name!r} has no Taylor series at 1")
+        pieces = _payment_map(rl)
+        if pieces is None:
+            return _naive_fallback(c, u, B, rl, ties, f"the unit payment of the rule {rl.name!r} is not "
+                                   f"smooth between fewer than {PAYMENT_MAP_PIECES} breakpoints")
+        return _mechanism2_pieces(c, u, B, rl, ties, rho, pieces)
     r_star = _stopping_rate(rl, rho, u, B)
     p0 = float(rl.unit_payment(np.zeros(1))[0])
     theta = np.minimum(c, u * (r_star * p0))       # r_i in [r* (1 - theta_i), r*]

@@ -2,8 +2,9 @@
 
 Each test draws one instance per example and checks what the paper proves for it:
 
-* Mechanism 2 (Anari et al., Lemma 2) for the optimal, uniform, linear and three-level rules and
-  every tie mode: budget feasible, individually rational, allocations in [0, 1], ``r_i <= r*``
+* Mechanism 2 (Anari et al., Lemma 2) for the optimal, uniform, linear and three-level rules,
+  rules given by phi alone (a power of ``1 - x``, a rule with a jump inside), and every tie
+  mode: budget feasible, individually rational, allocations in [0, 1], ``r_i <= r*``
   (Lemma 1), and no seller gains by misreporting its cost. Instances mix tied costs, zero costs
   and a common scale factor from 1e-200 to 1e200 (costs, utilities and budget scaled apart).
 * Mechanism 1 with the uniform rule (Section 2): the same, truthful.
@@ -56,14 +57,27 @@ def _market(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     return c * sc, u * su, B * sc
 
 
-RULES = ["optimal", "uniform", "linear", "three"]
+RULES = ["optimal", "uniform", "linear", "three", "power", "jump"]
 
 
 def _rule(name: str, seed: int):
-    if name != "three":
+    """A named rule, or one drawn from a family: three-level rules, and rules given by phi alone
+    (``from_phi``, Mechanism 2 on the map of p): ``(1 - x)^k`` and a rule that jumps inside."""
+    if name in ("optimal", "uniform", "linear"):
         return name
     rng = np.random.default_rng(seed + 1)
-    return P.three_level_rule(float(rng.uniform(0.05, 1.0)), float(rng.uniform(0.0, 1.0)))
+    if name == "three":
+        return P.three_level_rule(float(rng.uniform(0.05, 1.0)), float(rng.uniform(0.0, 1.0)))
+    if name == "power":
+        k = float(rng.uniform(0.3, 4.0))
+        return P.AllocationRule.from_phi(lambda x: (1.0 - np.minimum(x, 1.0)) ** k, f"(1 - x)^{k:.3g}")
+    t, drop, top = float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.6)), float(rng.uniform(0.0, 0.5))
+
+    def phi(x):
+        x = np.minimum(np.asarray(x, dtype=float), 1.0)
+        low = drop * (top + (1.0 - top) * (1.0 - x))       # jumps at t, and at 1 when top > 0
+        return np.where(x < t, 1.0 - 0.3 * x, low) * (x < 1.0)
+    return P.AllocationRule.from_phi(phi, "jump", continuous=False)
 
 
 def _check_outcome(out, c, u, B, rates: bool = True) -> None:

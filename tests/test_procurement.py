@@ -332,10 +332,12 @@ def test_worst_case_lp_matches_mechanism_1_on_the_instance_it_returns():
         assert ratio == pytest.approx(wc.ratio, abs=0.02), (rule, ratio, wc.ratio)
     near = P.worst_case_lp(P.three_level_rule(np.nextafter(0.6, 0), 0.5)).ratio
     assert near == pytest.approx(5 / 9, abs=1e-5)
-    step = P.AllocationRule.from_phi(lambda x: np.where(x < 0.5, 1.0, np.where(x < 1, 0.5, 0.0)),
-                                     "two-step", continuous=False)
+    two_step = lambda x: np.where(x < 0.5, 1.0, np.where(x < 1, 0.5, 0.0))
+    found = P.AllocationRule.from_phi(two_step, "two-step", continuous=False)
+    assert found.jumps == (0.5,) and found.steps == ((0.5, 0.25), (1.0, 0.5))
+    undeclared = P.AllocationRule("two-step", two_step, found.unit_payment, continuous=False)
     with pytest.raises(ValueError, match="jumps"):
-        P.worst_case_lp(step)
+        P.worst_case_lp(undeclared)
 
 
 def test_index_ties_are_exact_at_large_scale():
