@@ -1165,39 +1165,55 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     p0 = float(rl.unit_payment(np.zeros(1))[0])
     theta = np.minimum(c, u * (r_star * p0))       # r_i in [r* (1 - theta_i), r*]
     theta /= B
-    np.minimum(theta, 1.0, out=theta)
-    wide = np.flatnonzero(theta > FAST_THETA_LIMIT)
+    top = float(theta.max())
+    if top > 1.0:
+        np.minimum(theta, 1.0, out=theta)
+    wide = np.flatnonzero(theta > FAST_THETA_LIMIT) if top > FAST_THETA_LIMIT else np.zeros(0, dtype=np.intp)
     if ((wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
             or wide.size * c.size > WIDE_WORK_WARN):
         _slow_warning(f"{wide.size} of {c.size} sellers have theta_i > {FAST_THETA_LIMIT} (beyond the "
                       "fast path's bracket); each gets its own exact O(n) search, which tends to O(n^2) "
                       "when most sellers are that large")
-    rates = np.full(c.size, r_star)
+    rates: FloatArray | None = None
     theta_wide = theta[wide]
-    theta[wide] = 0.0                              # the others by the fast path
+    if wide.size:
+        theta[wide] = 0.0                          # the others by the fast path
+        top = float(theta.max())
     # two tiers: the bulk of sellers share a narrow bracket; the few with a much wider one
     # (a seller with a large cost or utility) get their own, so that one outlier does not widen
     # the bracket, the near set and the series order for everybody
-    if theta.max() > 0:
+    if top > 0:
         # the 99th percentile of theta, on an evenly strided sample of at most ~10^4 sellers
         sample = theta[:: max(1, c.size // 10_000)]
         sample = sample[sample > 0]
         cut = 2.0 * float(np.quantile(sample, 0.99)) if sample.size else 0.0
         x = rho / r_star                     # in units of r*: the kernels see rates near 1
-        bulk = theta <= cut
-        for tier in ((None if bulk.all() else np.flatnonzero(bulk)), np.flatnonzero(~bulk)):
+        if top <= cut:                       # one tier: every seller in the bulk
+            tiers: list[NDArray[np.intp] | None] = [None]
+        else:
+            bulk = theta <= cut
+            tiers = [np.flatnonzero(bulk), np.flatnonzero(~bulk)]
+            rates = np.full(c.size, r_star)
+        for tier in tiers:
             if tier is not None and not tier.size:
                 continue
-            th = float(theta.max() if tier is None else theta[tier].max())
+            th = top if tier is None else float(theta[tier].max())
             if rl.series is not None and th <= SERIES_THETA_LIMIT:
                 t = _m2.series_rates(rl.series, rl.series_radius, p0, x, u, B / r_star, theta, tier)
+                t += 1.0
+                t *= r_star
                 if tier is None:
-                    rates = r_star * (1.0 + t)
+                    rates = t
                 else:
-                    rates[tier] = r_star * (1.0 + t)
+                    assert rates is not None
+                    rates[tier] = t
             else:
                 idx = np.arange(c.size) if tier is None else tier
+                if rates is None:
+                    rates = np.full(c.size, r_star)
                 rates[idx] = r_star * _fast_rates(rl, x, u, B / r_star, 1.0, 1.0 - theta, idx)[idx]
+    if rates is None:
+        rates = np.full(c.size, r_star)
     if wide.size:       # the few sellers with a wide bracket: each by its own exact search, O(n)
         act = np.flatnonzero(rho < r_star)
         rho_a, u_a = rho.take(act), u.take(act)
