@@ -7,20 +7,25 @@ two functions).
 * **Pieces** (:func:`fit`). A function on ``[lo, hi)`` is cut into pieces on each of which one
   Chebyshev interpolant of degree at most 64 reproduces it to ``2^-50`` of its scale (the
   interpolant's last coefficients are below that, plus an allowance, capped at a thousand
-  times that, for the function's own rounding, about ``eps |x| |f'(x)|``). A piece on which no
-  interpolant converges is halved, or cut at a jump when one is found there (the largest
-  difference on a grid, zoomed in until two neighbouring floats straddle it and dwarf their
-  neighbours' difference). A piece is kept *raw*, the function itself used there (and adaptive
-  quadrature for its integral), when it is narrower than ``2^-20`` and its rounding exceeds
-  the cap (a steep stretch next to a singularity, as ``(1 - x)^k``, ``k < 1``, at 1), or
-  narrower than 64 ulps and still failing. This is the splitting idea of Chebfun (Platte and
-  Trefethen's piecewise interpolants), reduced to what the mechanism needs: where the function
-  is smooth, and a polynomial there.
+  times that, for the function's own rounding, about ``eps |x| |f'(x)|``), and holds to 16
+  times that between its nodes and at points graded towards both ends of the piece (so that a
+  jump at 0.999 is not missed by nodes that all lie below it). A piece on which no interpolant
+  converges is cut at a jump when one is found there (the largest difference on a grid, zoomed
+  in until two neighbouring floats straddle it and dwarf their neighbours' difference), else at
+  a kink when one is found (the largest second difference, zoomed in, whose ratio to its step
+  stays put as the step shrinks), else halved. A piece is kept *raw*, the function itself used
+  there (and graded Gauss-Legendre quadrature for its integral), when it is narrower than
+  ``2^-20`` and its rounding exceeds the cap (a steep stretch next to a singularity, as
+  ``(1 - x)^k``, ``k < 1``, at 1), or narrower than 64 ulps and still failing. This is the
+  splitting idea of Chebfun (Platte and Trefethen's piecewise interpolants), reduced to what the
+  mechanism needs: where the function is smooth, and a polynomial there. Like any method that
+  samples a function, it cannot see a feature narrower than the gaps between its samples.
 * **The payment of a rule given by phi** (:func:`payment_from_phi`):
   ``p(x) = x phi(x) + int_x^1 phi`` on the pieces of ``phi``. On a converged piece it is the
   polynomial ``x q(x) + int_x^b q + (the integrals of the later pieces)``, ``q`` the piece's
-  interpolant, so ``p`` is exact to about 1e-15 (1e-13 next to a singularity of ``phi``) and
-  smooth between the pieces' edges.
+  interpolant, so ``p`` is exact to about 1e-15, or to the rounding of ``phi`` itself where
+  ``phi`` is steep (``eps |x phi'(x)|``, next to a singularity), and smooth between the
+  pieces' edges.
 * **Mechanism 2** (:func:`piece_rates`). Every ``r_i`` lies in ``[r* (1 - theta_i), r*]``. On
   that window a seller whose ``rho_j / r`` stays inside one smooth piece of ``p`` contributes a
   smooth function of ``r``: these *far* sellers' total is one Chebyshev interpolant in ``r``
@@ -45,7 +50,6 @@ import numpy as np
 from numpy.polynomial import Chebyshev
 from numpy.polynomial import chebyshev as C
 from numpy.typing import NDArray
-from scipy import integrate
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int_]
@@ -58,7 +62,7 @@ DEGREES = (8, 16, 32, 64)
 #: a piece narrower than this many ulps that still fails to converge is kept raw
 RAW_ULPS = 64
 #: more pieces than this and the function is refused as too rough
-MAX_PIECES = 4096
+MAX_PIECES = 1024
 #: a difference between two neighbouring floats larger than this (times the scale) is a jump
 JUMP_MIN = 1e-9
 
@@ -135,8 +139,9 @@ def _interpolant(f: Callable[[FloatArray], FloatArray], a: float, b: float,
         vals = np.asarray(f(nodes), dtype=float)
         if not np.all(np.isfinite(vals)):
             return None
-        if vals.max() == vals.min():             # constant on the piece (a step rule): exactly
-            return vals[:1].copy()
+        if vals.max() == vals.min():             # constant on the piece (a step rule): exactly,
+            xs = _check_points(a, b, d)          # once the check points agree
+            return vals[:1].copy() if np.all(np.asarray(f(xs), dtype=float) == vals[0]) else None
         t = C.chebpts1(d + 1)
         c = C.chebfit(t, vals, d)
         # the function's own rounding: f evaluated in floats near x is noisy by about
@@ -150,8 +155,30 @@ def _interpolant(f: Callable[[FloatArray], FloatArray], a: float, b: float,
         if np.max(np.abs(c[-3:])) <= tol_here:
             tail = np.cumsum(np.abs(c[::-1]))[::-1]     # tail[k] = sum of |c_j|, j >= k
             n = int(np.flatnonzero(tail > tol_here)[-1]) + 1 if tail[0] > tol_here else 1
-            return np.array(c[:n])
+            c = np.array(c[:n])
+            # the nodes can miss a feature near an end (a jump at 0.999 on [0, 1)): check the
+            # interpolant between the nodes and at points graded towards both ends
+            xs = _check_points(a, b, d)
+            if np.max(np.abs(np.asarray(f(xs), dtype=float) - C.chebval((2.0 * xs - (a + b)) / (b - a), c))) \
+                    > CHECK_FACTOR * tol_here:
+                return None
+            return c
     return None
+
+
+#: a converged interpolant must also hold to this many times its tolerance at the check points
+CHECK_FACTOR = 16.0
+
+
+def _check_points(a: float, b: float, d: int) -> FloatArray:
+    """Midpoints between the ``d + 1`` nodes, and points ``a + w 2^-k``, ``b - w 2^-k``
+    (``k = 1..60``, ``w = b - a``) graded towards both ends, inside ``[a, b)``."""
+    t = C.chebpts1(d + 1)
+    mid = 0.5 * (t[1:] + t[:-1])
+    w = b - a
+    g = w * 2.0 ** -np.arange(1, 61)
+    xs = np.concatenate([0.5 * (a + b) + 0.5 * w * mid, a + g, b - g])
+    return np.unique(xs[(xs >= a) & (xs < b)])
 
 
 def _jump(f: Callable[[FloatArray], FloatArray], a: float, b: float, tol: float) -> float | None:
@@ -177,6 +204,29 @@ def _jump(f: Callable[[FloatArray], FloatArray], a: float, b: float, tol: float)
     d = np.abs(np.diff(np.asarray(f(np.array(xs)), dtype=float)))
     step, around = float(d[2]), float(max(d[0], d[1], d[3], d[4]))
     return hi if step > JUMP_MIN * tol / TOL and step > 1e6 * around else None
+
+
+def _kink(f: Callable[[FloatArray], FloatArray], a: float, b: float) -> float | None:
+    """An interior point of ``(a, b)`` at which ``f``'s slope jumps, or None: the largest second
+    difference on a grid, zoomed in; a kink if the second difference over ``h``, divided by
+    ``h``, stays put as ``h`` shrinks a hundredfold (for a smooth ``f`` it shrinks with ``h``)."""
+    lo, hi = a, float(np.nextafter(b, a))
+    for _ in range(14):
+        x = np.linspace(lo, hi, 65)
+        y = np.asarray(f(x), dtype=float)
+        k = int(np.argmax(np.abs(np.diff(y, 2)))) + 1
+        lo, hi = float(x[k - 1]), float(x[k + 1])
+        if hi - lo <= 8 * np.spacing(hi):
+            break
+    xk = 0.5 * (lo + hi)
+    w = b - a
+    ratio = []
+    for h in (1e-4 * w, 1e-6 * w):
+        if not (a < xk - h and xk + h < b):
+            return None
+        y = np.asarray(f(np.array([xk - h, xk, xk + h])), dtype=float)
+        ratio.append(abs(float(y[0] - 2.0 * y[1] + y[2])) / h)
+    return xk if ratio[1] > 0.5 * ratio[0] and ratio[1] > 1e-6 else None
 
 
 def fit(f: Callable[[FloatArray], FloatArray], lo: float = 0.0, hi: float = 1.0,
@@ -207,7 +257,9 @@ def fit(f: Callable[[FloatArray], FloatArray], lo: float = 0.0, hi: float = 1.0,
         if m is not None:
             jumps.append(m)
         else:
-            m = 0.5 * (a + b)
+            m = _kink(f, a, b)
+            if m is None or not a < m < b:
+                m = 0.5 * (a + b)
         stack += [(m, b), (a, m)]
     done.sort(key=lambda t: t[0])
     merged: list[tuple[float, float, FloatArray | None]] = []
@@ -221,16 +273,36 @@ def fit(f: Callable[[FloatArray], FloatArray], lo: float = 0.0, hi: float = 1.0,
     return Pieces(edges, tuple(t[2] for t in done), tuple(sorted(jumps)))
 
 
-def _integral(f: Callable[[FloatArray], FloatArray], a: FloatArray, b: FloatArray | float) -> FloatArray:
-    """``int_a^b f`` for each ``a`` (raw pieces: short, where ``f`` is steep or singular), by
-    adaptive quadrature (QUADPACK's QAGS, which extrapolates at endpoint singularities)."""
-    a = np.atleast_1d(np.asarray(a, dtype=float))
-    b = np.broadcast_to(np.asarray(b, dtype=float), a.shape)
-    pairs, back = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0, return_inverse=True)
-    vals = np.array([integrate.quad(lambda t: float(np.asarray(f(np.array([t])))[0]), lo, hi,
-                                    epsabs=1e-17, epsrel=1e-14, limit=200)[0] if hi > lo else 0.0
-                     for lo, hi in pairs])            # once per distinct point (ties)
-    return vals[back.ravel()].reshape(a.shape)
+#: Gauss-Legendre nodes per cell of a raw piece's graded grid
+GAUSS_NODES = 24
+
+
+class _RawIntegral:
+    """``int_x^b phi`` on a raw piece ``[a, b)`` (steep, or singular at an end): the piece is cut
+    at ``a + w 2^-k`` and ``b - w 2^-k`` (``k = 1..60``), so that every cell is at least its own
+    length away from both ends, and each cell is integrated by Gauss-Legendre (geometric
+    grading, the standard quadrature for endpoint singularities)."""
+
+    def __init__(self, phi: Callable[[FloatArray], FloatArray], a: float, b: float) -> None:
+        w = b - a
+        g = w * 2.0 ** -np.arange(1, 61)
+        grid = np.unique(np.concatenate([[a, b], a + g, b - g]))
+        self.phi, self.grid = phi, grid[(grid >= a) & (grid <= b)]
+        cells = _gauss(phi, self.grid[:-1], self.grid[1:])
+        self.right = np.append(np.cumsum(cells[::-1])[::-1], 0.0)   # int_{grid_j}^b phi
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        j = np.clip(np.searchsorted(self.grid, x, side="right") - 1, 0, self.grid.size - 2)
+        return _gauss(self.phi, x, self.grid[j + 1]) + self.right[j + 1]
+
+
+def _gauss(f: Callable[[FloatArray], FloatArray], a: FloatArray, b: FloatArray) -> FloatArray:
+    """``int_a^b f`` for each pair, by Gauss-Legendre with ``GAUSS_NODES`` nodes."""
+    t, wts = np.polynomial.legendre.leggauss(GAUSS_NODES)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    half = 0.5 * (b - a)
+    x = (0.5 * (a + b))[..., None] + half[..., None] * t
+    return half * (np.asarray(f(x.ravel()), dtype=float).reshape(x.shape) @ wts)
 
 
 def payment_from_phi(phi: Callable[[FloatArray], FloatArray]) -> tuple[Callable[[FloatArray], FloatArray], Pieces, Pieces]:
@@ -240,11 +312,13 @@ def payment_from_phi(phi: Callable[[FloatArray], FloatArray]) -> tuple[Callable[
     m = len(ph.coefs)
     pcoef: list[FloatArray | None] = [None] * m
     tails = np.zeros(m + 1)          # tails[k] = int_{edges[k]}^1 phi
+    raws: dict[int, _RawIntegral] = {}
     for k in range(m - 1, -1, -1):
         a, b = float(ph.edges[k]), float(ph.edges[k + 1])
         c = ph.coefs[k]
-        if c is None:                # a raw piece: quadrature of phi itself
-            tails[k] = tails[k + 1] + float(_integral(phi, np.array([a]), b)[0])
+        if c is None:                # a raw piece: graded quadrature of phi itself
+            raws[k] = _RawIntegral(phi, a, b)
+            tails[k] = tails[k + 1] + float(raws[k].right[0])
             continue
         q = Chebyshev(c, domain=[a, b])
         anti = q.integ(lbnd=b)       # int_b^x q
@@ -256,7 +330,11 @@ def payment_from_phi(phi: Callable[[FloatArray], FloatArray]) -> tuple[Callable[
 
     def raw(x: FloatArray) -> FloatArray:      # x phi(x) + int_x^b phi on a raw piece
         k = ph.index(x)
-        return x * np.asarray(phi(x), dtype=float) + raw_tail[k + 1] + _integral(phi, x, ph.edges[k + 1])
+        out = x * np.asarray(phi(x), dtype=float) + raw_tail[k + 1]
+        for kk in np.unique(k):
+            sel = k == kk
+            out[sel] += raws[int(kk)](x[sel])
+        return out
 
     def p(x: FloatArray) -> FloatArray:
         x = np.asarray(x, dtype=float)

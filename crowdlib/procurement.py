@@ -199,8 +199,9 @@ class AllocationRule:
                  continuous: bool = True) -> "AllocationRule":
         """Build a rule from ``phi`` alone, with ``p(x) = x phi(x) + int_x^1 phi`` exact to ~1e-15.
 
-        ``phi`` is checked on a grid of [0, 2]: finite, non-increasing, ``phi(0) = 1``, zero on
-        ``[1, 2]`` and inside [0, 1]. It is then cut into pieces of [0, 1) on each of which one
+        ``phi`` is checked on a grid of 2001 points of [0, 2]: finite, non-increasing,
+        ``phi(0) = 1``, zero on ``[1, 2]`` and inside [0, 1] (a feature narrower than the grid can
+        escape this check, and the map's samples). It is then cut into pieces of [0, 1) on each of which one
         Chebyshev interpolant reproduces it to ``2^-50`` (split at the jumps it finds, halved
         elsewhere; ``crowdlib._m2pieces``), and ``p`` is the interpolants' exact Myerson payment.
         The jumps found are the rule's ``jumps``; a ``phi`` that is constant on every piece
@@ -214,19 +215,29 @@ class AllocationRule:
         """
         if not callable(phi):
             raise TypeError(f"phi must be callable, got {type(phi).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
         if not isinstance(continuous, (bool, np.bool_)):
             raise TypeError(f"continuous must be a bool, got {type(continuous).__name__}")
+
+        def phi_arr(x: FloatArray) -> FloatArray:
+            try:
+                out = np.asarray(phi(np.asarray(x, dtype=float)))
+            except Exception as err:       # the user's function: its failure is bad input
+                raise ValueError(f"phi failed on an array of floats: {type(err).__name__}: {err}") from err
+            if out.dtype.kind not in "biuf" or out.shape != np.shape(x):
+                raise ValueError(f"phi must map an array of floats to real numbers of the same shape, got "
+                                 f"dtype {out.dtype} and shape {out.shape} for shape {np.shape(x)}")
+            return out.astype(float)
+
         grid = np.linspace(0.0, 2.0, 2001)
-        vals = np.asarray(phi(grid), dtype=float)
+        vals = phi_arr(grid)
         if vals.shape != grid.shape or not np.all(np.isfinite(vals)):
             raise ValueError("phi must map an array to finite values of the same shape")
         if abs(vals[0] - 1.0) > 1e-12 or np.any(vals[grid >= 1.0] != 0.0):
             raise ValueError("phi must be a standard rule: phi(0) = 1 and phi(x) = 0 for x >= 1")
         if np.any(np.diff(vals) > 1e-12) or np.any(vals < 0) or np.any(vals > 1):
             raise ValueError("phi must be non-increasing with values in [0, 1]")
-
-        def phi_arr(x: FloatArray) -> FloatArray:
-            return np.asarray(phi(np.asarray(x, dtype=float)), dtype=float)
 
         pay, ph, pp = _m2p.payment_from_phi(phi_arr)
         last = ph.coefs[-1]
@@ -237,7 +248,7 @@ class AllocationRule:
         else:
             jumps_at_one = float(np.polynomial.chebyshev.chebval(1.0, last)) > _m2p.JUMP_MIN
         if continuous and (ph.jumps or jumps_at_one):
-            where = ", ".join(f"{t:.17g}" for t in (*ph.jumps, *((1.0,) if jumps_at_one else ())))
+            where = ", ".join(repr(float(t)) for t in (*ph.jumps, *((1.0,) if jumps_at_one else ())))
             raise ValueError(f"phi jumps (at x = {where}), so p is not continuous: pass continuous=False")
         steps: tuple[tuple[float, float], ...] = ()
         if all(c is not None and c.size == 1 for c in ph.coefs):

@@ -8,6 +8,7 @@ on a large market.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -162,3 +163,60 @@ def test_a_rule_built_from_two_functions_gets_a_map_of_its_payment(monkeypatch):
     with pytest.warns(CrowdlibWarning, match="naive"):
         out = P.mechanism2(c[:20], u[:20], 0.3 * c[:20].sum(), noisy)
     assert out.path == "naive"
+
+
+@pytest.mark.parametrize("t0", [1e-6, 3e-4, 0.999, 1 - 1e-8])
+def test_a_jump_near_either_end_is_found_at_its_float(t0):
+    """Interpolation nodes all lie away from the ends of [0, 1): the map checks its pieces at
+    points graded towards both ends, so a jump at 1e-6 or at 0.999 is not missed."""
+    def phi(x):
+        x = np.asarray(x, dtype=float)
+        return np.where(x < t0, 1.0 - 0.1 * x, np.where(x < 1.0, 0.5 * (1.0 - x), 0.0))
+
+    rl = P.AllocationRule.from_phi(phi, "edge jump", continuous=False)
+    assert rl.jumps == (t0,)
+    x = np.array([0.0, 0.5 * t0, np.nextafter(t0, 0.0), t0, 0.5 * (1.0 + t0)])
+    tail = 0.25 * (1.0 - t0) ** 2                     # int_t0^1 0.5 (1 - s) ds
+    left = np.where(x < t0, x * (1 - 0.1 * x) + (t0 - x) - 0.05 * (t0 ** 2 - x ** 2) + tail,
+                    x * 0.5 * (1 - x) + 0.25 * (1 - x) ** 2)
+    assert np.max(np.abs(rl.unit_payment(x) - left)) <= 1e-15
+    with pytest.raises(ValueError, match=re.escape(repr(t0))):
+        P.AllocationRule.from_phi(phi, "edge jump")   # continuous=True is refused, at the jump
+    step = P.AllocationRule.from_phi(lambda x: np.where(np.asarray(x) < 0.003, 1.0,
+                                                        np.where(np.asarray(x) < 1, 0.5, 0.0)),
+                                     "step near 0", continuous=False)
+    assert [t for t, _ in step.steps] == [0.003, 1.0]
+
+
+def test_from_phi_refuses_bad_functions_naming_phi():
+    for bad in (lambda x: 1 / 0, lambda x: np.full(np.shape(x), "a"),
+                lambda x: (1 - np.minimum(x, 1)) * (1 + 0j), lambda x: 1.0 if x < 1 else 0.0):
+        with pytest.raises(ValueError, match="phi"):
+            P.AllocationRule.from_phi(bad, "bad")
+    with pytest.raises(TypeError, match="name"):
+        P.AllocationRule.from_phi(_square, 123)
+
+
+def test_a_singular_phi_stays_fast_with_sellers_next_to_its_singularity():
+    """phi = sqrt(1 - x) is steep next to 1: its last piece is raw (phi itself, and a graded
+    quadrature). 60 sellers placed inside that piece at the stopping rate cost no more than a
+    few passes; their rates equal their own searches."""
+    import time
+
+    rl = _rule("root")
+    a = float(rl.pieces.edges[-2])
+    rng = np.random.default_rng(4)
+    n = 20_000
+    c, u = rng.uniform(0, 1, n), np.ones(n)
+    B = 0.2 * c.sum()
+    r = P.mechanism1(c, u, B, rl).rate
+    c[:60] = r * rng.uniform(a + 2e-7, 1 - 2e-7, 60)
+    t0 = time.perf_counter()
+    out = P.mechanism2(c, u, B, rl)
+    assert time.perf_counter() - t0 < 30.0 and out.path == "pieces"
+    rho = c / u
+    for i in (0, 1, 7, 59, 100):
+        saved, rho[i] = rho[i], 0.0
+        r_i = P._stopping_rate(rl, rho, u, B)
+        rho[i] = saved
+        assert out.rates[i] == pytest.approx(r_i, rel=1e-12, abs=0), i
