@@ -242,7 +242,12 @@ def fit(f: Callable[[FloatArray], FloatArray], lo: float = 0.0, hi: float = 1.0,
         a, b = stack.pop()
         c = _interpolant(f, a, b, tol)
         if isinstance(c, str):
-            done.append((a, b, None))
+            m = _jump(f, a, b, tol)              # a steep piece may hide a jump: cut there
+            if m is None:
+                done.append((a, b, None))
+            else:
+                jumps.append(m)
+                stack += [(m, b), (a, m)]
             continue
         if c is not None:
             done.append((a, b, c))
@@ -363,7 +368,19 @@ TINY_INTERVAL = 64 * np.finfo(float).eps
 #: sellers are left to their own exact searches (None is returned)
 NEAR_WORK_MAX = 4 * 10**7
 
+#: ... and above this many evaluations of phi (raw pieces weighted) Mechanism 2 warns that it is slow
+NEAR_WORK_WARN = 10**8
+
 Total = Callable[[FloatArray, FloatArray, float], float]
+
+
+def _slow(message: str) -> None:
+    import warnings
+
+    from ._validation import CrowdlibWarning
+
+    # mechanism2 -> _mechanism2_pieces -> piece_rates -> _slow: point at mechanism2's caller
+    warnings.warn(f"mechanism2: {message}; this can be slow", CrowdlibWarning, stacklevel=5)
 
 
 def _cheb_nodes(a: FloatArray, b: FloatArray, d: int) -> FloatArray:
@@ -464,21 +481,37 @@ def piece_rates(p: Callable[[FloatArray], FloatArray], pieces: Pieces, total: To
     bnd = np.concatenate(([r_lo], _events(pieces, rn, r_lo, r_star, k_top[near], k_bot[near]), [r_star]))
     bnd = np.unique(bnd)
     coef, exact = None, None
+    raw_cost = 1.0
+    spent = [0.0, 0.0]                # exact near evaluations so far (phi calls), warned yet
     if rn.size and bnd.size > 1:
         a, b = bnd[:-1], bnd[1:]
         # an interval narrower than TINY_INTERVAL r* (inside a raw piece of p, where p is the
         # rule's own float-grained function) is summed exactly when a query lands in it
         exact = (b - a) <= TINY_INTERVAL * r_star
+        # on such an interval the near total is its value at the right end (the total is
+        # continuous from the left, and within 64 ulps it moves by less than the sums' rounding)
+        tiny = np.flatnonzero(exact)
+        tiny_val = np.zeros(a.size)
+        tiny_val[tiny] = _sums(p, rn, un, b[tiny]) if tiny.size else 0.0
+        is_tiny = exact.copy()
         coef = np.zeros((a.size, NEAR_DEGREES[-1] + 1))
         width = np.ones(a.size, dtype=int)        # coefficients used on each interval
         todo_iv = np.flatnonzero(~exact)
-        work = 0
+        work, warned = 0, False
+        # a near seller inside a raw piece costs GAUSS_NODES evaluations of phi per point
+        raw_cost = 1.0 + GAUSS_NODES * float(np.mean(pieces.raw[k_top[near]] | pieces.raw[k_bot[near]]))
         for d in NEAR_DEGREES:
             if todo_iv.size == 0:
                 break
             work += todo_iv.size * (d + 1) * rn.size
             if work > NEAR_WORK_MAX:
                 return None
+            if work * raw_cost > NEAR_WORK_WARN and not warned and not spent[1]:
+                spent[1] = 1.0
+                _slow(f"{rn.size} sellers cross edges of the rule's pieces inside the bracket, some in "
+                      "raw pieces (phi is steep there); their sums take about "
+                      f"{work * raw_cost:.2g} evaluations of phi")
+                warned = True
             nodes = _cheb_nodes(a[todo_iv], b[todo_iv], d).ravel()
             vals = _sums(p, rn, un, nodes).reshape(todo_iv.size, d + 1)
             c = _coefficients(vals, d)
@@ -502,7 +535,18 @@ def piece_rates(p: Callable[[FloatArray], FloatArray], pieces: Pieces, total: To
             if exact is not None and exact.any():
                 q = np.flatnonzero(exact[k])
                 if q.size:
-                    near_part[q] = _sums(p, rn, un, r[q])
+                    small = is_tiny[k[q]]
+                    near_part[q[small]] = tiny_val[k[q[small]]]
+                    rest = q[~small]
+                    if rest.size:
+                        near_part[rest] = _sums(p, rn, un, r[rest])
+                        spent[0] += rest.size * rn.size * raw_cost
+                        if spent[0] > NEAR_WORK_WARN and not spent[1]:
+                            spent[1] = 1.0
+                            _slow(f"{rn.size} sellers cross edges of the rule's pieces inside the bracket "
+                                  "where their total is not smooth (phi is singular at an edge, as "
+                                  "(1 - x)^k with k < 1 at 1), so it is summed exactly for every root "
+                                  "that lands there")
             out = out + near_part
         return out
 

@@ -220,3 +220,28 @@ def test_a_singular_phi_stays_fast_with_sellers_next_to_its_singularity():
         r_i = P._stopping_rate(rl, rho, u, B)
         rho[i] = saved
         assert out.rates[i] == pytest.approx(r_i, rel=1e-12, abs=0), i
+
+
+def test_jumps_closer_than_a_raw_piece_are_each_found():
+    """Three jumps within 2e-7 of each other, and two within 6e-7 of 1: each found at its float,
+    so a step phi stays a step rule and p is exact (a steep piece is searched for a jump before
+    it is kept raw)."""
+    ts, fac = [0.5, 0.5 + 0.37e-7, 0.5 + 2e-7], [0.3, 0.95, 0.6]
+
+    def phi(x):
+        x = np.asarray(x, dtype=float)
+        f = np.ones_like(x)
+        for t, d in zip(ts, fac):
+            f = f * np.where(x < t, 1.0, d)
+        return np.where(x >= 1, 0.0, f)
+
+    rl = P.AllocationRule.from_phi(phi, "close steps", continuous=False)
+    assert rl.jumps == tuple(ts) and len(rl.steps) == 4
+    # p(0.5) = 0.5 phi(0.5) + int_0.5^1 phi, phi = 0.3, 0.285, 0.171 on the three stretches
+    exact = 0.5 * 0.3 + 0.3 * 0.37e-7 + 0.285 * (2e-7 - 0.37e-7) + 0.171 * (0.5 - 2e-7)
+    assert abs(rl.unit_payment(np.array([0.5]))[0] - exact) <= 4e-16
+    near_one = P.AllocationRule.from_phi(
+        lambda x: np.where(np.asarray(x) < 1 - 9e-7, 1.0,
+                           np.where(np.asarray(x) < 1 - 3.33e-7, 0.5, np.where(np.asarray(x) < 1, 0.25, 0.0))),
+        "steps near 1", continuous=False)
+    assert near_one.jumps == (1 - 9e-7, 1 - 3.33e-7) and len(near_one.steps) == 3
