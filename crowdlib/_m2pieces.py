@@ -331,11 +331,10 @@ def payment_from_phi(phi: Callable[[FloatArray], FloatArray]) -> tuple[Callable[
         pcoef[k] = np.array(pk.coef)
         tails[k] = tails[k + 1] - float(anti(a))
     pp = Pieces(ph.edges, tuple(pcoef), ph.jumps)
-    raw_tail = tails
 
     def raw(x: FloatArray) -> FloatArray:      # x phi(x) + int_x^b phi on a raw piece
         k = ph.index(x)
-        out = x * np.asarray(phi(x), dtype=float) + raw_tail[k + 1]
+        out = x * np.asarray(phi(x), dtype=float) + tails[k + 1]
         for kk in np.unique(k):
             sel = k == kk
             out[sel] += raws[int(kk)](x[sel])
