@@ -373,13 +373,15 @@ NEAR_WORK_WARN = 10**8
 Total = Callable[[FloatArray, FloatArray, float], float]
 
 
-def _slow(message: str) -> None:
+def slow_warning(message: str, stacklevel: int) -> None:
+    """Mechanism 2 takes a path that can be slow: a ``CrowdlibWarning`` attributed ``stacklevel``
+    frames up from the function that calls this one (1: that function), each caller choosing it
+    so that it names the caller of ``mechanism2``."""
     import warnings
 
     from ._validation import CrowdlibWarning
 
-    # mechanism2 -> _mechanism2_pieces -> piece_rates -> _slow: point at mechanism2's caller
-    warnings.warn(f"mechanism2: {message}; this can be slow", CrowdlibWarning, stacklevel=5)
+    warnings.warn(f"mechanism2: {message}; this can be slow", CrowdlibWarning, stacklevel=stacklevel + 1)
 
 
 def _cheb_nodes(a: FloatArray, b: FloatArray, d: int) -> FloatArray:
@@ -507,9 +509,9 @@ def piece_rates(p: Callable[[FloatArray], FloatArray], pieces: Pieces, total: To
                 return None
             if work * raw_cost > NEAR_WORK_WARN and not warned and not spent[1]:
                 spent[1] = 1.0
-                _slow(f"{rn.size} sellers cross edges of the rule's pieces inside the bracket, some in "
-                      "raw pieces (phi is steep there); their sums take about "
-                      f"{work * raw_cost:.2g} evaluations of phi")
+                slow_warning(f"{rn.size} sellers cross edges of the rule's pieces inside the bracket, "
+                             "some in raw pieces (phi is steep there); their sums take about "
+                             f"{work * raw_cost:.2g} evaluations of phi", stacklevel=4)
                 warned = True
             nodes = _cheb_nodes(a[todo_iv], b[todo_iv], d).ravel()
             vals = _sums(p, rn, un, nodes).reshape(todo_iv.size, d + 1)
@@ -542,10 +544,10 @@ def piece_rates(p: Callable[[FloatArray], FloatArray], pieces: Pieces, total: To
                         spent[0] += rest.size * rn.size * raw_cost
                         if spent[0] > NEAR_WORK_WARN and not spent[1]:
                             spent[1] = 1.0
-                            _slow(f"{rn.size} sellers cross edges of the rule's pieces inside the bracket "
-                                  "where their total is not smooth (phi is singular at an edge, as "
-                                  "(1 - x)^k with k < 1 at 1), so it is summed exactly for every root "
-                                  "that lands there")
+                            slow_warning(f"{rn.size} sellers cross edges of the rule's pieces inside "
+                                         "the bracket where their total is not smooth (phi is singular "
+                                         "at an edge, as (1 - x)^k with k < 1 at 1), so it is summed "
+                                         "exactly for every root that lands there", stacklevel=6)
             out = out + near_part
         return out
 

@@ -913,20 +913,34 @@ def mechanism2_naive(costs: Any, utilities: Any, budget: Any, rule: Any = "optim
 SLOW_PATH_WARN_N = 1000
 
 
-def _slow_warning(message: str, stacklevel: int = 3) -> None:
-    """Mechanism 2 is about to take a path that can be slow (warned at mechanism2's caller)."""
-    import warnings
-
-    from ._validation import CrowdlibWarning
-
-    warnings.warn(f"mechanism2: {message}; this can be slow", CrowdlibWarning, stacklevel=stacklevel)
+def _own_searches(rl: AllocationRule, rho: FloatArray, u: FloatArray, B: float, r_star: float,
+                  who: NDArray[np.intp], theta_who: FloatArray, why: str, depth: int) -> FloatArray:
+    """Each seller in ``who`` by its own exact search on its bracket ``[r* (1 - theta_i), r*]``,
+    O(n) each (Newton's method on the exact sums for a continuous rule with a series, else the
+    bracketing search); warns (naming ``why``) when they are many, as the cost then tends to
+    O(n^2). ``depth``: frames from this function's caller up to ``mechanism2``'s caller."""
+    n = rho.size
+    if (who.size > max(MAX_WIDE_SELLERS, n // 64) and n >= SLOW_PATH_WARN_N) or who.size * n > WIDE_WORK_WARN:
+        _m2p.slow_warning(f"{who.size} of {n} sellers {why}; each gets its own exact O(n) search, which "
+                          "tends to O(n^2) when most sellers are like that", stacklevel=depth + 1)
+    out = np.empty(who.size)
+    act = np.flatnonzero(rho < r_star)
+    rho_a, u_a = rho.take(act), u.take(act)
+    for j, (i, th_i) in enumerate(zip(who, theta_who)):
+        lo_i = r_star * (1.0 - float(th_i))
+        r_i = None
+        if rl.series is not None and rl.continuous:
+            r_i = _newton_rate(rl, rho_a, u_a, B, r_star, lo_i, r_star, own=(float(rho[i]), float(u[i])))
+        out[j] = r_i if r_i is not None else _own_rate(rl, rho_a, u_a, B, float(rho[i]), float(u[i]),
+                                                       lo_i, r_star)
+    return out
 
 
 def _naive_fallback(c: FloatArray, u: FloatArray, B: float, rl: AllocationRule, ties: str,
                     why: str) -> "Mechanism2Result":
     if c.size >= SLOW_PATH_WARN_N:
-        _slow_warning(f"{why}, so the {c.size} sellers' rates are computed by the O(n^2) naive method "
-                      "(result.path == 'naive')", stacklevel=4)
+        _m2p.slow_warning(f"{why}, so the {c.size} sellers' rates are computed by the O(n^2) naive "
+                          "method (result.path == 'naive')", stacklevel=3)
     return mechanism2_naive(c, u, B, rl, ties=ties)
 
 
@@ -1108,16 +1122,9 @@ def _mechanism2_pieces(c: FloatArray, u: FloatArray, B: float, rl: AllocationRul
             else:
                 rates[idx] = got[idx]
     own = np.concatenate(wide)
-    if ((own.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
-            or own.size * c.size > WIDE_WORK_WARN):
-        _slow_warning(f"{own.size} of {c.size} sellers have a wide bracket or sit near the edges of the "
-                      "rule's pieces; each gets its own exact O(n) search, which tends to O(n^2)")
     if own.size:
-        act = np.flatnonzero(rho < r_star)
-        rho_a, u_a = rho.take(act), u.take(act)
-        for i in own:
-            rates[i] = _own_rate(rl, rho_a, u_a, B, float(rho[i]), float(u[i]),
-                                 r_star * (1.0 - float(theta[i])), r_star)
+        rates[own] = _own_searches(rl, rho, u, B, r_star, own, theta[own],
+                                   "have a wide bracket or sit near the edges of the rule's pieces", depth=3)
     np.putmask(rates, c == 0.0, r_star)
     alloc, pay = _outcome(rl, rho, u, B, rates, ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "pieces")
@@ -1180,11 +1187,6 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     if top > 1.0:
         np.minimum(theta, 1.0, out=theta)
     wide = np.flatnonzero(theta > FAST_THETA_LIMIT) if top > FAST_THETA_LIMIT else np.zeros(0, dtype=np.intp)
-    if ((wide.size > max(MAX_WIDE_SELLERS, c.size // 64) and c.size >= SLOW_PATH_WARN_N)
-            or wide.size * c.size > WIDE_WORK_WARN):
-        _slow_warning(f"{wide.size} of {c.size} sellers have theta_i > {FAST_THETA_LIMIT} (beyond the "
-                      "fast path's bracket); each gets its own exact O(n) search, which tends to O(n^2) "
-                      "when most sellers are that large")
     rates: FloatArray | None = None
     theta_wide = theta[wide]
     if wide.size:
@@ -1226,16 +1228,8 @@ def mechanism2(costs: Any, utilities: Any, budget: Any, rule: Any = "optimal", *
     if rates is None:
         rates = np.full(c.size, r_star)
     if wide.size:       # the few sellers with a wide bracket: each by its own exact search, O(n)
-        act = np.flatnonzero(rho < r_star)
-        rho_a, u_a = rho.take(act), u.take(act)
-        for i, th_i in zip(wide, theta_wide):
-            lo_i = r_star * (1.0 - float(th_i))
-            r_i = None
-            if rl.series is not None and rl.continuous:
-                r_i = _newton_rate(rl, rho_a, u_a, B, r_star, lo_i, r_star,
-                                   own=(float(rho[i]), float(u[i])))
-            rates[i] = r_i if r_i is not None else _own_rate(
-                rl, rho_a, u_a, B, float(rho[i]), float(u[i]), lo_i, r_star)
+        rates[wide] = _own_searches(rl, rho, u, B, r_star, wide, theta_wide,
+                                    f"have theta_i > {FAST_THETA_LIMIT} (beyond the fast path's bracket)", depth=2)
     alloc, pay = _outcome(rl, rho, u, B, rates, ties)
     return Mechanism2Result(alloc, pay, rates, r_star, u, "fast")
 

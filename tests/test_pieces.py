@@ -245,3 +245,20 @@ def test_jumps_closer_than_a_raw_piece_are_each_found():
                            np.where(np.asarray(x) < 1 - 3.33e-7, 0.5, np.where(np.asarray(x) < 1, 0.25, 0.0))),
         "steps near 1", continuous=False)
     assert near_one.jumps == (1 - 9e-7, 1 - 3.33e-7) and len(near_one.steps) == 3
+
+
+def test_slow_path_warnings_name_the_caller_of_mechanism2(monkeypatch):
+    """The own-search warning of both the series and the pieces routes, and the naive fallback's,
+    come from one function and point at the line that called mechanism2."""
+    monkeypatch.setattr(P, "MAX_WIDE_SELLERS", 0)
+    monkeypatch.setattr(P, "SLOW_PATH_WARN_N", 0)
+    rng = np.random.default_rng(1)
+    c, u = rng.uniform(0, 1, 50), rng.uniform(0.5, 1.5, 50)
+    B = 0.25 * c.sum()
+    c[0], u[0] = 0.5 * B, 4 * B                         # theta_0 = 0.5: its own search
+    rough = P.AllocationRule("rough", P.OPTIMAL_RULE.phi, lambda x: P.OPTIMAL_RULE.unit_payment(x) * (
+        1.0 + 1e-9 * np.sin(1e9 * np.asarray(x, dtype=float))))
+    for rule, path in (("optimal", "fast"), (_rule("square"), "pieces"), (rough, "naive")):
+        with pytest.warns(CrowdlibWarning, match="can be slow") as record:
+            out = P.mechanism2(c, u, B, rule)
+        assert out.path == path and all(w.filename == __file__ for w in record)
